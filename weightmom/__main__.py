@@ -1,0 +1,5 @@
+import sys
+
+from weightmom.cli import main
+
+sys.exit(main())

@@ -1,0 +1,162 @@
+"""The `weightmom` command: train and evaluate here; sweep, pareto and best come from sweeps/.
+
+Every user error ends as one line on stderr and exit code 2; nothing is
+written unless the run succeeds, and then atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from weightmom.errors import UsageError, require
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag gives one line, not the usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def check_writable(path: str | None, flag: str) -> None:
+    """Fail before training, not after, when an output file cannot be written."""
+    if path is None:
+        return
+    target = Path(path)
+    parent = target.parent if str(target.parent) else Path(".")
+    require(not target.is_dir(), f"{flag} {path}: is a directory")
+    require(parent.is_dir(), f"{flag} {path}: directory {parent} does not exist")
+    require(os.access(parent, os.W_OK), f"{flag} {path}: directory {parent} is not writable")
+
+
+def _json_safe(value):
+    """JSON has no Infinity or NaN; write them as strings rather than emit invalid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def write_json(path: str | Path, payload: dict) -> None:
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w") as handle:
+        json.dump(_json_safe(payload), handle, indent=2, allow_nan=False)
+    os.replace(tmp, path)
+
+
+def add_train_parser(commands) -> None:
+    p = commands.add_parser("train", help="train one model, optionally pruned")
+    p.add_argument("--config", help="YAML file of config keys")
+    p.add_argument("--preset", default="default", help="default | paper (Adam, lr 0.05 halved every 30 epochs)")
+    p.add_argument("--dataset")
+    p.add_argument("--data-dir", dest="data_dir", help="folder in the CIFAR python layout")
+    p.add_argument("--model")
+    p.add_argument("--width", type=float)
+    p.add_argument("--method", help="dense | weightmom | gmp | snip | gsm | random")
+    p.add_argument("--density", type=float, help="fraction of prunable weights kept, in (0, 1]")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--batch-size", dest="batch_size", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device")
+    p.add_argument("--set", dest="assignments", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set pruner.window=5 (repeatable)")
+    p.add_argument("--json", help="write the final metrics here")
+    p.add_argument("--save", help="write the (sparse) checkpoint here")
+    p.add_argument("--save-masks", dest="save_masks", help="write {name: bool mask} for torch.nn.utils.prune")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from weightmom.checkpoint import atomic_save
+    from weightmom.config import resolve_config
+    from weightmom.training import train
+
+    flags = {k: getattr(args, k) for k in ("dataset", "data_dir", "model", "width", "method", "density",
+                                            "epochs", "lr", "batch_size", "seed", "device")}
+    config = resolve_config(args.preset, args.config, flags, args.assignments)
+    for path, flag in ((args.json, "--json"), (args.save, "--save"), (args.save_masks, "--save-masks")):
+        check_writable(path, flag)
+    result = train(config, progress=False if args.quiet else None)
+    if args.save:
+        result.save(args.save)
+    if args.save_masks:
+        atomic_save({k: v.cpu() for k, v in result.pruner.masks().items()}, args.save_masks)
+    if args.json:
+        write_json(args.json, result.metrics)
+    print(summary_line(result.metrics))
+    return 0
+
+
+def summary_line(metrics: dict) -> str:
+    return (f"test_accuracy={metrics['test_accuracy']:.4f} density={metrics['density']:.4f} "
+            f"compression={metrics['compression_ratio']:.1f}x")
+
+
+def add_evaluate_parser(commands) -> None:
+    p = commands.add_parser("evaluate", help="reload a checkpoint and measure its test accuracy")
+    p.add_argument("checkpoint")
+    p.add_argument("--data-dir", dest="data_dir", help="override the dataset folder stored in the checkpoint")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", help="write the metrics here")
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from weightmom.checkpoint import load_checkpoint
+    from weightmom.data import load_dataset
+    from weightmom.metrics import sparsity_report
+    from weightmom.training import evaluate, resolve_device
+
+    check_writable(args.json, "--json")
+    checkpoint = load_checkpoint(args.checkpoint)
+    device = resolve_device(args.device)
+    config = checkpoint.config
+    dataset = load_dataset(config["dataset"], data_dir=args.data_dir or config["data_dir"], device=device)
+    model = checkpoint.build_model().to(device)
+    test_loss, test_accuracy = evaluate(model, dataset)
+    metrics = {"test_accuracy": test_accuracy, "test_loss": test_loss, **sparsity_report(model),
+               "model": config["model"], "dataset": config["dataset"], "method": config["method"]}
+    if args.json:
+        write_json(args.json, metrics)
+    print(summary_line(metrics))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="weightmom", description="Momentum-based weight pruning, and sweeps over it.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    add_train_parser(commands)
+    add_evaluate_parser(commands)
+    return parser
+
+
+COMMANDS = {"train": run_train, "evaluate": run_evaluate}
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return COMMANDS[args.command](args)
+    except UsageError as err:
+        print(f"weightmom: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("weightmom: interrupted", file=sys.stderr)
+        return 130
+    except RuntimeError as err:
+        if type(err).__name__ != "TrainingDiverged":
+            raise
+        print(f"weightmom: error: {err}", file=sys.stderr)
+        return 1

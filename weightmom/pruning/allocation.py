@@ -1,0 +1,90 @@
+"""How a global density is shared out among layers (method.md, step 3).
+
+Every function returns per-layer *keep counts* (weights left alive), so the
+caller can hit the global target to within one weight per layer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def water_fill(sizes: Sequence[int], scores: Sequence[float], density: float,
+               fixed: Sequence[bool]) -> list[float]:
+    """Densities d_l = min(1, c * score_l) whose weighted mean is `density`.
+
+    Layers in `fixed` stay dense (d_l = 1); layers that would exceed 1 are capped
+    and hand their share to the others, which is why this loops.
+    """
+    total = float(sum(sizes))
+    dense = [bool(f) for f in fixed]
+    while True:
+        budget = density * total - sum(s for s, d in zip(sizes, dense) if d)
+        weighted = sum(s * sc for s, sc, d in zip(sizes, scores, dense) if not d)
+        if budget <= 0 or weighted <= 0:
+            raise ValueError(f"cannot reach density {density:.4g}: the layers kept dense already exceed it")
+        scale = budget / weighted
+        newly_capped = [not d and scale * sc >= 1.0 for sc, d in zip(scores, dense)]
+        if not any(newly_capped):
+            return [1.0 if d else scale * sc for sc, d in zip(scores, dense)]
+        dense = [d or c for d, c in zip(dense, newly_capped)]
+
+
+def importance_scores(sizes: Sequence[int], alpha: float) -> list[float]:
+    """The paper's Eq. 1, I_l = W_l / (l * W_avg), turned into I_l ** -alpha."""
+    mean_size = sum(sizes) / len(sizes)
+    return [(size / (position * mean_size)) ** (-alpha) for position, size in enumerate(sizes, start=1)]
+
+
+def erk_scores(shapes: Sequence[torch.Size]) -> list[float]:
+    """Erdos-Renyi-Kernel (Evci et al. 2020): sum of dimensions over their product."""
+    return [sum(shape) / float(torch.Size(shape).numel()) for shape in shapes]
+
+
+def keep_counts(sizes: Sequence[int], densities: Sequence[float]) -> list[int]:
+    """Round densities to whole weights; a layer keeps at least one so it still passes signal."""
+    return [min(size, max(1, round(d * size))) for size, d in zip(sizes, densities)]
+
+
+def global_keep_counts(scores: Sequence[torch.Tensor], alive: Sequence[torch.Tensor],
+                       density: float, fixed: Sequence[bool]) -> list[int]:
+    """One ranking of all alive weights, each layer's scores divided by their RMS."""
+    sizes = [s.numel() for s in scores]
+    budget = round(density * sum(sizes)) - sum(n for n, f in zip(sizes, fixed) if f)
+    if budget <= 0:
+        raise ValueError(f"cannot reach density {density:.4g}: the layers kept dense already exceed it")
+    flat = []
+    for score, mask, is_fixed in zip(scores, alive, fixed):
+        alive_scores = score[mask]
+        rms = alive_scores.pow(2).mean().sqrt().clamp_min(1e-12) if alive_scores.numel() else 1.0
+        normalised = torch.where(mask, score / rms, torch.full_like(score, -1.0))
+        flat.append(torch.full_like(score, -1.0).flatten() if is_fixed else normalised.flatten())
+    ranked = torch.cat(flat)
+    chosen = torch.zeros(ranked.numel(), dtype=torch.bool, device=ranked.device)
+    chosen[torch.topk(ranked, min(budget, ranked.numel())).indices] = True
+    counts, offset = [], 0
+    for size, is_fixed in zip(sizes, fixed):
+        counts.append(size if is_fixed else max(1, int(chosen[offset:offset + size].sum())))
+        offset += size
+    return counts
+
+
+def allocate(allocation: str, density: float, shapes: Sequence[torch.Size], fixed: Sequence[bool],
+             importance_scaling: float = 1.0, scores: Sequence[torch.Tensor] | None = None,
+             alive: Sequence[torch.Tensor] | None = None) -> list[int]:
+    """Per-layer keep counts for a global `density` under the named allocation rule."""
+    sizes = [torch.Size(s).numel() for s in shapes]
+    if allocation == "global":
+        assert scores is not None and alive is not None, "global allocation ranks scores"
+        return global_keep_counts(scores, alive, density, fixed)
+    if allocation == "uniform":
+        layer_scores = [1.0] * len(sizes)
+    elif allocation == "importance":
+        layer_scores = importance_scores(sizes, importance_scaling)
+    elif allocation == "erk":
+        layer_scores = erk_scores(shapes)
+    else:
+        raise ValueError(f"unknown allocation {allocation!r}")
+    return keep_counts(sizes, water_fill(sizes, layer_scores, density, fixed))

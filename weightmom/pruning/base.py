@@ -1,0 +1,145 @@
+"""The interface between a training loop and any pruning method.
+
+The loop owns the model, the optimizer and the step; it calls the pruner at
+fixed points (before and after each optimizer step, at each epoch end, at the
+end of training). A pruner only decides masks; `Pruner.set_masks` is the one
+place that makes masked weights, their gradients and their optimizer state
+zero, so nothing regrows under SGD momentum or Adam.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass
+class TrainingContext:
+    """What a pruner may know about the run it is attached to."""
+
+    epochs: int
+    steps_per_epoch: int
+    sample_input: torch.Tensor
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    batches: Callable[[], Iterator[Batch]]
+    seed: int = 0
+
+
+@dataclass
+class PrunableLayer:
+    """A Conv2d or Linear weight, with its 0/1 mask in the weight's dtype."""
+
+    name: str
+    weight: nn.Parameter
+    mask: torch.Tensor
+
+    @property
+    def alive(self) -> int:
+        return int(self.mask.count_nonzero())
+
+
+def prunable_layers(model: nn.Module, sample_input: torch.Tensor) -> list[PrunableLayer]:
+    """Conv2d/Linear weights in forward order (the paper's layer index l needs it)."""
+    order: list[nn.Module] = []
+    hooks = [m.register_forward_pre_hook(lambda mod, _inp: order.append(mod) if mod not in order else None)
+             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(sample_input[:1])
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.train(was_training)
+    names = {module: name for name, module in model.named_modules()}
+    return [PrunableLayer(f"{names[m]}.weight", m.weight, torch.ones_like(m.weight)) for m in order]
+
+
+class Pruner:
+    """Base class: holds the masks and keeps masked weights dead. Subclasses decide masks."""
+
+    def __init__(self, config) -> None:
+        self.config = config
+        self.layers: list[PrunableLayer] = []
+        self.optimizer: torch.optim.Optimizer | None = None
+        self._masks_active = False
+
+    # -- hooks the training loop calls -------------------------------------------------
+    def attach(self, model: nn.Module, optimizer: torch.optim.Optimizer, context: TrainingContext) -> None:
+        self.layers = prunable_layers(model, context.sample_input)
+        self.optimizer = optimizer
+        self.setup(model, context)
+
+    def setup(self, model: nn.Module, context: TrainingContext) -> None:
+        """Called once after attach; one-shot methods compute their mask here."""
+
+    def before_step(self) -> None:
+        """After backward, before optimizer.step: dead weights get no gradient."""
+        if self._masks_active:
+            for layer in self.layers:
+                if layer.weight.grad is not None:
+                    layer.weight.grad.mul_(layer.mask)
+
+    def after_step(self) -> None:
+        """After optimizer.step."""
+
+    def on_epoch_end(self, epoch: int) -> None:
+        """After `epoch` (1-based) epochs are complete, before evaluation."""
+
+    def on_train_end(self) -> None:
+        """After the last epoch."""
+
+    def optimizer_overrides(self) -> dict:
+        """Optimizer settings the method needs (GSM brings its own momentum and lr)."""
+        return {}
+
+    # -- shared mask machinery --------------------------------------------------------
+    def set_masks(self, masks: list[torch.Tensor]) -> None:
+        """Install new masks: zero the weights, gradients and optimizer state they remove."""
+        with torch.no_grad():
+            for layer, mask in zip(self.layers, masks):
+                layer.mask.copy_(mask)
+                layer.weight.mul_(layer.mask)
+                if layer.weight.grad is not None:
+                    layer.weight.grad.mul_(layer.mask)
+                state = self.optimizer.state.get(layer.weight, {}) if self.optimizer else {}
+                for value in state.values():
+                    if torch.is_tensor(value) and value.shape == layer.mask.shape:
+                        value.mul_(layer.mask)
+        self._masks_active = True
+
+    def masks(self) -> dict[str, torch.Tensor]:
+        """Boolean masks by parameter name, as torch.nn.utils.prune.custom_from_mask takes them."""
+        return {layer.name: layer.mask.bool() for layer in self.layers}
+
+    def layer_densities(self) -> dict[str, float]:
+        return {layer.name: layer.alive / layer.mask.numel() for layer in self.layers}
+
+
+def select_survivors(scores: torch.Tensor, mask: torch.Tensor, keep: int,
+                     threshold: float = float("inf")) -> torch.Tensor:
+    """Remove the lowest-scored alive weights until `keep` remain.
+
+    Only weights scoring below `threshold * mean(alive scores)` are eligible; if
+    too few are, fewer are removed and the layer lags (method.md, step 4).
+    """
+    alive = mask.bool()
+    excess = int(alive.sum()) - keep
+    if excess <= 0:
+        return mask
+    eligible = alive
+    if threshold != float("inf"):
+        eligible = alive & (scores < threshold * scores[alive].mean())
+    remove = min(excess, int(eligible.sum()))
+    if remove == 0:
+        return mask
+    ranked = torch.where(eligible, scores, torch.full_like(scores, float("inf"))).flatten()
+    new_mask = mask.clone().flatten()
+    new_mask[torch.topk(ranked, remove, largest=False).indices] = 0
+    return new_mask.view_as(mask)

@@ -1,0 +1,63 @@
+"""GSM, Global Sparse Momentum SGD (Ding et al. 2019): an optimizer rule, not a mask schedule.
+
+Each step, only the global top-Q weights by |w * dL/dw| keep their gradient;
+the rest see only weight decay (through the same momentum), so they decay
+towards zero. At the end, everything outside the last top-Q is pruned.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from weightmom.errors import require
+from weightmom.pruning.base import Pruner, TrainingContext
+from weightmom.pruning.snip import global_top_masks
+
+
+@dataclass(frozen=True)
+class GsmConfig:
+    density: float = 0.1
+    momentum: float = 0.98      # the paper uses 0.98 to 0.99
+    lr: float | None = None     # None: the run's learning rate
+
+    def __post_init__(self) -> None:
+        require(0 < self.density <= 1, f"density must be in (0, 1] (got {self.density})")
+        require(0 <= self.momentum < 1, f"pruner.momentum must be in [0, 1) (got {self.momentum})")
+        require(self.lr is None or self.lr > 0, f"pruner.lr must be positive (got {self.lr})")
+
+
+class GsmPruner(Pruner):
+    config: GsmConfig
+
+    def optimizer_overrides(self) -> dict:
+        overrides = {"optimizer": "sgd", "momentum": self.config.momentum, "nesterov": False}
+        return overrides | ({"lr": self.config.lr} if self.config.lr is not None else {})
+
+    def setup(self, model: nn.Module, context: TrainingContext) -> None:
+        self.epochs = context.epochs
+        sizes = [l.weight.numel() for l in self.layers]
+        self.keep = max(1, round(self.config.density * sum(sizes)))
+        # One flat saliency buffer, filled in place each step: selection is a kthvalue, not a sort.
+        self._flat = torch.zeros(sum(sizes), dtype=torch.float32, device=self.layers[0].weight.device)
+        self._views = [part.view(l.weight.shape) for part, l in zip(self._flat.split(sizes), self.layers)]
+
+    def before_step(self) -> None:
+        super().before_step()
+        with torch.no_grad():
+            for layer, saliency in zip(self.layers, self._views):
+                if layer.weight.grad is None:
+                    saliency.zero_()
+                else:
+                    torch.mul(layer.weight, layer.weight.grad, out=saliency).abs_()
+            kth_largest = torch.kthvalue(self._flat, self._flat.numel() - self.keep + 1).values
+            for layer, saliency in zip(self.layers, self._views):
+                if layer.weight.grad is not None:
+                    layer.weight.grad.mul_(saliency >= kth_largest)
+
+    def on_epoch_end(self, epoch: int) -> None:
+        if epoch == self.epochs:
+            masks = global_top_masks(self._views, self.keep)
+            self.set_masks([m.to(l.mask.dtype) for m, l in zip(masks, self.layers)])

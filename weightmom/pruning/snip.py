@@ -1,0 +1,51 @@
+"""SNIP (Lee et al. 2019): one shot at initialisation on saliency |g * w|."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from weightmom.errors import require
+from weightmom.pruning.base import Pruner, TrainingContext
+
+
+@dataclass(frozen=True)
+class SnipConfig:
+    density: float = 0.1
+    batches: int = 1          # mini-batches whose saliencies are summed
+
+    def __post_init__(self) -> None:
+        require(0 < self.density <= 1, f"density must be in (0, 1] (got {self.density})")
+        require(self.batches >= 1, f"pruner.batches must be >= 1 (got {self.batches})")
+
+
+def global_top_masks(scores: list[torch.Tensor], keep: int) -> list[torch.Tensor]:
+    """Boolean masks keeping exactly the `keep` highest scores across all layers."""
+    flat = torch.cat([s.flatten() for s in scores])
+    chosen = torch.zeros_like(flat, dtype=torch.bool)
+    chosen[torch.topk(flat, keep).indices] = True
+    return [part.view_as(s) for part, s in zip(chosen.split([s.numel() for s in scores]), scores)]
+
+
+class SnipPruner(Pruner):
+    config: SnipConfig
+
+    def setup(self, model: nn.Module, context: TrainingContext) -> None:
+        buffers = {name: b.clone() for name, b in model.named_buffers()}  # BN statistics stay untouched
+        saliency = [torch.zeros_like(l.weight) for l in self.layers]
+        for x, y in itertools.islice(context.batches(), self.config.batches):
+            model.zero_grad(set_to_none=True)
+            context.loss_fn(model(x), y).backward()
+            with torch.no_grad():
+                for s, layer in zip(saliency, self.layers):
+                    s.add_((layer.weight.grad * layer.weight).abs_())
+        model.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            for name, b in model.named_buffers():
+                b.copy_(buffers[name])
+        total = sum(s.numel() for s in saliency)
+        masks = global_top_masks(saliency, max(1, round(self.config.density * total)))
+        self.set_masks([m.to(l.mask.dtype) for m, l in zip(masks, self.layers)])

@@ -1,0 +1,181 @@
+"""The training loop: data on the device as tensors, a pruner called at fixed points.
+
+One `train(config)` call is one run, from a notebook, the command line or a
+sweep trial alike. `report(metrics)` is called after every epoch; a sweep
+passes its own reporting function there.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from weightmom.config import TrainConfig, config_to_dict
+from weightmom.data import TensorDataset, iterate_batches, load_dataset
+from weightmom.errors import UsageError
+from weightmom.metrics import sparsity_report
+from weightmom.models import create_model
+from weightmom.pruning import Pruner, TrainingContext, create_pruner, pruner_config
+
+Report = Callable[[dict], None]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; a sweep records the trial as failed with this reason."""
+
+
+@dataclass
+class TrainResult:
+    metrics: dict           # final metrics (the `weightmom train --json` content)
+    model: nn.Module        # the trained, pruned model
+    pruner: Pruner
+    input_shape: tuple[int, ...]
+    num_classes: int
+
+    def save(self, path: str) -> None:
+        """The sparse checkpoint of this run (see weightmom.checkpoint)."""
+        from weightmom.checkpoint import save_checkpoint
+
+        save_checkpoint(path, self.model, self.pruner.masks(), config=self.metrics["config"],
+                        input_shape=self.input_shape, num_classes=self.num_classes, metrics=self.metrics)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {name!r} requested but CUDA is not available here")
+    return device
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig, overrides: dict) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum or Adam; a pruning method may override (GSM brings its own)."""
+    name = overrides.get("optimizer", config.optimizer)
+    lr = overrides.get("lr", config.lr)
+    if name == "adam":
+        return torch.optim.Adam(model.parameters(), lr=lr, weight_decay=config.weight_decay)
+    momentum = overrides.get("momentum", config.momentum)
+    nesterov = overrides.get("nesterov", momentum > 0)
+    return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=nesterov,
+                           weight_decay=config.weight_decay)
+
+
+def lr_multiplier(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """Per-step factor on the peak lr: cosine to zero, step decay, or constant."""
+    total = config.epochs * steps_per_epoch
+    if config.lr_schedule == "cosine":
+        return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+    if config.lr_schedule == "step":
+        return lambda step: config.lr_step_gamma ** ((step // steps_per_epoch) // config.lr_step_epochs)
+    return lambda step: 1.0
+
+
+def evaluate(model: nn.Module, dataset: TensorDataset, batch_size: int = 1000,
+             channels_last: bool = False) -> tuple[float, float]:
+    """Test loss and accuracy (0..1), summed on the device and synchronised once."""
+    model.eval()
+    loss_sum = torch.zeros((), device=dataset.test_labels.device)
+    correct = torch.zeros((), device=dataset.test_labels.device, dtype=torch.long)
+    with torch.no_grad(), _autocast(dataset.test_labels.device):
+        for x, y in iterate_batches(dataset, "test", batch_size, shuffle=False):
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            logits = model(x).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            correct += (logits.argmax(1) == y).sum()
+    n = dataset.test_labels.numel()
+    return loss_sum.item() / n, correct.item() / n
+
+
+def _autocast(device: torch.device):
+    """bf16 autocast on CUDA (tensor cores, no loss scaling needed); a no-op on CPU."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+def train(config: TrainConfig, report: Report | None = None, dataset: TensorDataset | None = None,
+          progress: bool | None = None) -> TrainResult:
+    """Train `config.model` on `config.dataset` with `config.method` pruning; return final metrics."""
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    if dataset is None:
+        dataset = load_dataset(config.dataset, data_dir=config.data_dir, device=device)
+    dataset = dataset.to(device)
+    steps_per_epoch = math.ceil(dataset.train_labels.numel() / config.batch_size)
+
+    density = config.target_density
+    pruner = create_pruner(config.method, pruner_config(config.method, density, config.pruner))
+
+    model = create_model(config.model, dataset.input_shape, dataset.num_classes, width=config.width).to(device)
+    channels_last = device.type == "cuda" and len(dataset.input_shape) == 3
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, config, pruner.optimizer_overrides())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(config, steps_per_epoch))
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+    shuffle = torch.Generator().manual_seed(config.seed)
+    context = TrainingContext(
+        epochs=config.epochs, steps_per_epoch=steps_per_epoch, loss_fn=loss_fn, seed=config.seed,
+        sample_input=dataset.test_images[:1].float(),
+        batches=lambda: iterate_batches(dataset, "train", config.batch_size, shuffle=True,
+                                        generator=torch.Generator().manual_seed(config.seed + 1)),
+    )
+    pruner.attach(model, optimizer, context)
+
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = tqdm(range(1, config.epochs + 1), desc=f"{config.model}/{config.method}", unit="epoch", disable=not show)
+    start = time.perf_counter()
+    epoch_metrics: dict = {}
+    for epoch in bar:
+        model.train()
+        loss_sum = torch.zeros((), device=device)
+        for x, y in iterate_batches(dataset, "train", config.batch_size, shuffle=True, generator=shuffle):
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with _autocast(device):
+                loss = loss_fn(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            pruner.before_step()
+            optimizer.step()
+            pruner.after_step()
+            scheduler.step()
+            loss_sum += loss.detach().float()
+        pruner.on_epoch_end(epoch)
+        test_loss, test_accuracy = evaluate(model, dataset, channels_last=channels_last)
+        train_loss = loss_sum.item() / steps_per_epoch
+        sparsity = sparsity_report(model)
+        epoch_metrics = {
+            "epoch": epoch, "train_loss": train_loss, "test_loss": test_loss, "test_accuracy": test_accuracy,
+            "density": sparsity["density"], "compression_ratio": sparsity["compression_ratio"],
+            "lr": optimizer.param_groups[0]["lr"],
+        }
+        bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{test_accuracy:.3f}", density=f"{sparsity['density']:.3f}")
+        if report is not None:
+            report(dict(epoch_metrics))
+        if not math.isfinite(train_loss):
+            raise TrainingDiverged(f"training diverged in epoch {epoch}: train loss is {train_loss}")
+    pruner.on_train_end()
+    train_seconds = time.perf_counter() - start
+
+    resolved = replace(config, density=density)
+    metrics = {
+        "test_accuracy": epoch_metrics["test_accuracy"], "test_loss": epoch_metrics["test_loss"],
+        "train_loss": epoch_metrics["train_loss"], "epochs": epoch_metrics["epoch"],
+        "train_seconds": train_seconds, **sparsity_report(model),
+        "model": config.model, "dataset": config.dataset, "method": config.method,
+        "config": config_to_dict(resolved), "pruner_config": config_to_dict(pruner.config),
+    }
+    return TrainResult(metrics=metrics, model=model, pruner=pruner,
+                       input_shape=dataset.input_shape, num_classes=dataset.num_classes)
