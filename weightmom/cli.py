@@ -9,12 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 
-from weightmom.errors import UsageError, require
+from weightmom.errors import UsageError
+from weightmom.files import atomic_write, check_writable
 
 EXIT_USAGE = 2
 
@@ -24,17 +23,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(message)
-
-
-def check_writable(path: str | None, flag: str) -> None:
-    """Fail before training, not after, when an output file cannot be written."""
-    if path is None:
-        return
-    target = Path(path)
-    parent = target.parent if str(target.parent) else Path(".")
-    require(not target.is_dir(), f"{flag} {path}: is a directory")
-    require(parent.is_dir(), f"{flag} {path}: directory {parent} does not exist")
-    require(os.access(parent, os.W_OK), f"{flag} {path}: directory {parent} is not writable")
 
 
 def _json_safe(value):
@@ -49,11 +37,8 @@ def _json_safe(value):
 
 
 def write_json(path: str | Path, payload: dict) -> None:
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent or ".", prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(_json_safe(payload), handle, indent=2, allow_nan=False)
-    os.replace(tmp, path)
+    text = json.dumps(_json_safe(payload), indent=2, allow_nan=False)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def add_train_parser(commands) -> None:

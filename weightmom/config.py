@@ -110,7 +110,7 @@ def build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
     known = {f.name for f in dataclasses.fields(cls) if f.init}
     for key in values:
         if key not in known:
-            raise UsageError(f"unknown config key {prefix}{key!r}; known keys: {', '.join(sorted(known))}")
+            raise UsageError(f"unknown config key '{prefix}{key}'; known keys: {', '.join(sorted(known))}")
     return cls(**{k: coerce(v, hints[k], f"{prefix}{k}") for k, v in values.items()})
 
 
