@@ -124,10 +124,22 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     add_train_parser(commands)
     add_evaluate_parser(commands)
+    if SWEEPS is not None:
+        SWEEPS.add_parsers(commands)
     return parser
 
 
-COMMANDS = {"train": run_train, "evaluate": run_evaluate}
+def _sweep_commands():
+    """The sweep commands live in the optional `sweeps` package; the core does not depend on it."""
+    try:
+        import sweeps.cli
+    except ImportError:
+        return None
+    return sweeps.cli
+
+
+SWEEPS = _sweep_commands()
+COMMANDS = {"train": run_train, "evaluate": run_evaluate, **(SWEEPS.COMMANDS if SWEEPS else {})}
 
 
 def main(argv: list[str] | None = None) -> int:

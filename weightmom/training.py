@@ -26,6 +26,7 @@ from weightmom.models import create_model
 from weightmom.pruning import Pruner, TrainingContext, create_pruner, pruner_config
 
 Report = Callable[[dict], None]
+EpochEnd = Callable[[dict, "TrainResult"], None]
 
 
 class TrainingDiverged(RuntimeError):
@@ -105,8 +106,12 @@ def _autocast(device: torch.device):
 
 
 def train(config: TrainConfig, report: Report | None = None, dataset: TensorDataset | None = None,
-          progress: bool | None = None) -> TrainResult:
-    """Train `config.model` on `config.dataset` with `config.method` pruning; return final metrics."""
+          progress: bool | None = None, epoch_end: EpochEnd | None = None) -> TrainResult:
+    """Train `config.model` on `config.dataset` with `config.method` pruning; return final metrics.
+
+    `report(metrics)` gets each epoch's metrics; `epoch_end(metrics, result)` also gets the
+    live result, so a caller can checkpoint the model mid-run (`result.save(path)`).
+    """
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     if dataset is None:
@@ -132,6 +137,10 @@ def train(config: TrainConfig, report: Report | None = None, dataset: TensorData
                                         generator=torch.Generator().manual_seed(config.seed + 1)),
     )
     pruner.attach(model, optimizer, context)
+
+    def result(last_epoch: dict, seconds: float) -> TrainResult:
+        return TrainResult(_final_metrics(config, model, pruner, last_epoch, seconds), model, pruner,
+                           dataset.input_shape, dataset.num_classes)
 
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(range(1, config.epochs + 1), desc=f"{config.model}/{config.method}", unit="epoch", disable=not show)
@@ -162,20 +171,23 @@ def train(config: TrainConfig, report: Report | None = None, dataset: TensorData
             "lr": optimizer.param_groups[0]["lr"],
         }
         bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{test_accuracy:.3f}", density=f"{sparsity['density']:.3f}")
-        if report is not None:
-            report(dict(epoch_metrics))
         if not math.isfinite(train_loss):
             raise TrainingDiverged(f"training diverged in epoch {epoch}: train loss is {train_loss}")
+        if report is not None:
+            report(dict(epoch_metrics))
+        if epoch_end is not None:
+            epoch_end(dict(epoch_metrics), result(epoch_metrics, time.perf_counter() - start))
     pruner.on_train_end()
-    train_seconds = time.perf_counter() - start
+    return result(epoch_metrics, time.perf_counter() - start)
 
-    resolved = replace(config, density=density)
-    metrics = {
-        "test_accuracy": epoch_metrics["test_accuracy"], "test_loss": epoch_metrics["test_loss"],
-        "train_loss": epoch_metrics["train_loss"], "epochs": epoch_metrics["epoch"],
-        "train_seconds": train_seconds, **sparsity_report(model),
+
+def _final_metrics(config: TrainConfig, model: nn.Module, pruner: Pruner, last_epoch: dict, seconds: float) -> dict:
+    """The `--json` content: last epoch's quality, what the network keeps, and the resolved configs."""
+    resolved = replace(config, density=config.target_density)
+    return {
+        "test_accuracy": last_epoch["test_accuracy"], "test_loss": last_epoch["test_loss"],
+        "train_loss": last_epoch["train_loss"], "epochs": last_epoch["epoch"], "train_seconds": seconds,
+        **sparsity_report(model),
         "model": config.model, "dataset": config.dataset, "method": config.method,
         "config": config_to_dict(resolved), "pruner_config": config_to_dict(pruner.config),
     }
-    return TrainResult(metrics=metrics, model=model, pruner=pruner,
-                       input_shape=dataset.input_shape, num_classes=dataset.num_classes)

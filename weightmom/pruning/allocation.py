@@ -18,6 +18,8 @@ def water_fill(sizes: Sequence[int], scores: Sequence[float], density: float,
     Layers in `fixed` stay dense (d_l = 1); layers that would exceed 1 are capped
     and hand their share to the others, which is why this loops.
     """
+    if density >= 1.0:  # everything stays: the loop below would cap every layer and find no budget left
+        return [1.0] * len(sizes)
     total = float(sum(sizes))
     dense = [bool(f) for f in fixed]
     while True:

@@ -76,6 +76,7 @@ class WeightMomPruner(Pruner):
         self.momentum = [torch.zeros_like(l.weight, dtype=torch.float32) for l in self.layers]
         self._scratch = [torch.zeros_like(m) for m in self.momentum]
         self._observed = False
+        self._final_done = False
         self._step = 0
         self.fixed = [False] * len(self.layers)
         self.fixed[0] = self.fixed[0] or not c.prune_first
@@ -105,8 +106,12 @@ class WeightMomPruner(Pruner):
             self._maybe_prune(epoch)
 
     def _maybe_prune(self, t: float) -> None:
-        if self.schedule.is_update(t):
-            self.prune_to(self.schedule.density_at(t), final=t >= self.schedule.end)
+        final = t >= self.schedule.end
+        # The final prune happens at the first t >= prune_end, even when t never equals it
+        # (prune_end 2.5 epochs, or 0: the loop's first call is t = 1).
+        if self.schedule.is_update(t) or (final and not self._final_done):
+            self.prune_to(self.schedule.density_at(t), final=final)
+            self._final_done = self._final_done or final
 
     def prune_to(self, density: float, final: bool = False) -> None:
         """Allocate `density` to layers and mask the lowest-momentum eligible weights."""

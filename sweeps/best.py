@@ -1,0 +1,75 @@
+"""Choosing the config to ship: the most accurate trial under a density cap, or the sparsest above an accuracy floor."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import yaml
+
+from weightmom.config import TrainConfig, build
+from weightmom.errors import UsageError, require
+from weightmom.files import atomic_write
+
+CHECKPOINT_FILE = "model.pt"
+
+
+class NothingQualifies(Exception):
+    """No completed trial meets the constraint; the message says what the closest one was."""
+
+
+def pick(rows: list[dict], max_density: float | None = None, min_accuracy: float | None = None) -> dict:
+    complete = [r for r in rows if r.get("state") == "COMPLETE" and r.get("test_accuracy") is not None]
+    require(bool(complete), "the sweep has no completed trial yet")
+    ok = [r for r in complete
+          if (max_density is None or r["density"] <= max_density)
+          and (min_accuracy is None or r["test_accuracy"] >= min_accuracy)]
+    if not ok:
+        sparsest = min(complete, key=lambda r: r["density"])
+        best = max(complete, key=lambda r: r["test_accuracy"])
+        raise NothingQualifies(
+            f"no completed trial has {_constraint(max_density, min_accuracy)}; of {len(complete)} completed, "
+            f"the sparsest has density {sparsest['density']:.4f} (accuracy {sparsest['test_accuracy']:.4f}), "
+            f"the most accurate {best['test_accuracy']:.4f} (density {best['density']:.4f})")
+    if max_density is None and min_accuracy is not None:
+        return min(ok, key=lambda r: (r["density"], -r["test_accuracy"]))
+    return max(ok, key=lambda r: (r["test_accuracy"], -r["density"]))
+
+
+def _constraint(max_density: float | None, min_accuracy: float | None) -> str:
+    parts = ([f"density <= {max_density}"] if max_density is not None else []) + (
+        [f"accuracy >= {min_accuracy}"] if min_accuracy is not None else [])
+    return " and ".join(parts) or "a result"
+
+
+def train_config_of(row: dict) -> TrainConfig:
+    """Rebuild the trial's full TrainConfig from its config.* columns."""
+    values: dict = {}
+    for key, value in row.items():
+        if not key.startswith("config.") or value is None:
+            continue
+        name = key.removeprefix("config.")
+        if name.startswith("pruner."):
+            values.setdefault("pruner", {})[name.removeprefix("pruner.")] = value
+        else:
+            values[name] = value
+    return build(TrainConfig, values)
+
+
+def write_config(path: str | Path, config: TrainConfig, row: dict) -> None:
+    header = (f"# Trial {row['trial_id']}: test_accuracy {row['test_accuracy']:.4f}, density {row['density']:.4f}\n"
+              f"# Reproduce with: weightmom train --config {Path(path).name}\n")
+    text = header + yaml.safe_dump(asdict(config), sort_keys=False)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def export_model(row: dict, path: str | Path) -> None:
+    """Copy the trial's last checkpoint (already the sparse format) to `path`."""
+    folder = row.get("checkpoint_path")
+    require(bool(folder), f"trial {row['trial_id']} has no checkpoint")
+    source = Path(folder) / CHECKPOINT_FILE
+    if not source.is_file():
+        raise UsageError(f"trial {row['trial_id']}: checkpoint {source} not found "
+                         "(on a cluster, run `weightmom best` where the sweep's storage is mounted)")
+    atomic_write(path, lambda tmp: shutil.copyfile(source, tmp))

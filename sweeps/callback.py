@@ -1,0 +1,200 @@
+"""The sweep driver's record keeper: a Ray Tune callback.
+
+Runs on the driver, so workers need neither MLflow access nor shared disk for
+results. Per trial: one MLflow child run (params = resolved config, per-epoch
+metrics in batches, final metrics and status), one row in trials.parquet.
+After every finished trial: the Pareto front, its plots and table, logged on
+the parent run. Everything it keeps across a driver crash lives in files or in
+MLflow itself, so `--resume` re-attaches instead of duplicating.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+from ray.tune import Callback
+
+from sweeps import pareto, plots
+from sweeps.mlflow_client import ResilientClient
+from sweeps.results import ResultsTable, write_rows
+from sweeps.space import SearchSpace
+
+log = logging.getLogger(__name__)
+
+EPOCH_METRICS = ("test_accuracy", "test_loss", "train_loss", "density", "compression_ratio", "lr")
+FLUSH_EVERY = 30   # buffered metric values per trial before a log_batch request
+
+
+def flatten(prefix: str, values: dict) -> dict:
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out.update(flatten(f"{prefix}{key}.", value))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+class SweepRecorder(Callback):
+    def __init__(self, space: SearchSpace, out: Path, tracking_uri: str, experiment_id: str,
+                 parent_run_id: str, optuna_storage: str) -> None:
+        self.space, self.out = space, out
+        self.tracking_uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
+        self.optuna_storage = optuna_storage
+        self._mlflow: ResilientClient | None = None
+        self._table: ResultsTable | None = None
+        self._runs: dict[str, str] = {}
+        self._logged_epoch: dict[str, int] = {}
+        self._buffers: dict[str, list] = {}
+
+    # Created lazily: Ray pickles callbacks into the experiment state, clients don't pickle.
+    @property
+    def mlflow(self) -> ResilientClient:
+        if self._mlflow is None:
+            self._mlflow = ResilientClient(self.tracking_uri, self.out / "mlflow_pending.jsonl")
+        return self._mlflow
+
+    @property
+    def table(self) -> ResultsTable:
+        if self._table is None:
+            self._table = ResultsTable(self.out / "trials.parquet")
+        return self._table
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_mlflow": None, "_table": None, "_runs": {}, "_buffers": {}, "_logged_epoch": {}}
+
+    # -- Ray Tune hooks -------------------------------------------------------------------
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self._run_for(trial)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        epoch = int(result.get("epoch", 0))
+        if epoch <= self._logged_epoch.get(trial.trial_id, 0):
+            return  # already in MLflow (a resumed trial replaying epochs)
+        timestamp = int(time.time() * 1000)
+        buffer = self._buffers.setdefault(trial.trial_id, [])
+        buffer += [(k, float(result[k]), timestamp, epoch) for k in EPOCH_METRICS if k in result]
+        self._logged_epoch[trial.trial_id] = epoch
+        if len(buffer) >= FLUSH_EVERY:
+            self._flush(trial)
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        finished = (trial.last_result or {}).get("epoch", 0) >= self.space.epochs
+        self._finish(trial, "COMPLETE" if finished else "PRUNED")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._finish(trial, "FAILED", error=_error_message(trial))
+
+    def on_experiment_end(self, trials, **info) -> None:
+        self._refresh_front(final=True)
+        unsent = self.mlflow.flush()
+        if unsent:
+            log.warning("%d MLflow writes could not be sent; they are kept in %s",
+                        unsent, self.mlflow.pending_file)
+
+    # -- pieces ---------------------------------------------------------------------------
+    def _run_for(self, trial) -> str | None:
+        """The trial's child run: cached, found by tag (after a resume), or created."""
+        if trial.trial_id in self._runs:
+            return self._runs[trial.trial_id]
+        client = self.mlflow.client
+        found = self.mlflow.retry(client.search_runs, [self.experiment_id], max_results=1,
+                                  filter_string=f"tags.trial_id = '{trial.trial_id}' and "
+                                                f"tags.mlflow.parentRunId = '{self.parent_run_id}'")
+        if found is None:
+            return None  # server unreachable: try again at the next event
+        if found:
+            run_id = found[0].info.run_id
+            history = self.mlflow.retry(client.get_metric_history, run_id, "test_accuracy") or []
+            self._logged_epoch[trial.trial_id] = max((m.step for m in history), default=0)
+        else:
+            run = self.mlflow.retry(client.create_run, self.experiment_id, run_name=f"trial {trial.trial_id}",
+                                    tags={"mlflow.parentRunId": self.parent_run_id, "trial_id": trial.trial_id,
+                                          "sweep": self.space.name})
+            if run is None:
+                return None
+            run_id = run.info.run_id
+            resolved = self.space.train_config(dict(trial.config))
+            self.mlflow.log_batch(run_id, params=flatten("", dataclasses.asdict(resolved)))
+        self._runs[trial.trial_id] = run_id
+        return run_id
+
+    def _flush(self, trial) -> None:
+        run_id = self._run_for(trial)
+        buffer = self._buffers.get(trial.trial_id)
+        if run_id and buffer:
+            self.mlflow.log_batch(run_id, metrics=buffer)
+            self._buffers[trial.trial_id] = []
+
+    def _finish(self, trial, state: str, error: str | None = None) -> None:
+        self._flush(trial)
+        run_id = self._run_for(trial)
+        last = trial.last_result or {}
+        row = {
+            "trial_id": trial.trial_id, "state": state,
+            **{f"config.{k}": v for k, v in flatten("", dict(trial.config)).items()},
+            **{k: last.get(k) for k in EPOCH_METRICS},
+            "epochs": last.get("epoch"), "train_seconds": last.get("time_total_s"),
+            "mlflow_run_id": run_id, "checkpoint_path": trial.checkpoint.path if trial.checkpoint else None,
+            "error": error, "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        if run_id:
+            finals = [(f"final_{k}", float(last[k]), int(time.time() * 1000), 0) for k in EPOCH_METRICS if k in last]
+            self.mlflow.log_batch(run_id, metrics=finals, tags={"state": state, **({"error": error} if error else {})})
+            self.mlflow.set_terminated(run_id, {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED"))
+        self.table.upsert(row)
+        self._refresh_front()
+
+    def _refresh_front(self, final: bool = False) -> None:
+        """Recompute the front from COMPLETE rows; rewrite pareto.parquet, plots, parent-run artifacts."""
+        metrics, modes = self.space.metrics, self.space.modes
+        rows = self.table.rows()
+        front = pareto.front_rows(rows, metrics, modes)
+        write_rows(self.out / "pareto.parquet", front)
+        folder = self.out / "plots"
+        folder.mkdir(exist_ok=True)
+        (folder / "front.txt").write_text(pareto.format_table(front, _front_columns(front, metrics)) + "\n")
+        complete = [r for r in rows if r["state"] == "COMPLETE"]
+        values = np.array([[r[m] for m in metrics] for r in complete], dtype=float).reshape(-1, len(metrics))
+        volume = pareto.hypervolume(values, modes, pareto.default_reference(metrics, modes, values)) if front else 0.0
+        paths = []
+        if front:
+            plots.front_png(rows, front, metrics, modes, folder / "pareto_front.png")
+            plots.front_html(rows, front, metrics, modes, folder / "pareto_front.html")
+            paths = [folder / "pareto_front.png", folder / "pareto_front.html"]
+        try:
+            study = optuna.load_study(study_name=self.space.name, storage=self.optuna_storage)
+            paths += plots.study_plots(study, metrics, folder)
+        except Exception as err:  # plots are a view; a sweep must not die for them
+            log.warning("study plots skipped: %s", err)
+        paths += [folder / "front.txt"]
+        step = len(complete)
+        self.mlflow.log_batch(self.parent_run_id, metrics=[
+            ("hypervolume", float(volume), int(time.time() * 1000), step),
+            ("front_size", float(len(front)), int(time.time() * 1000), step),
+            ("trials_finished", float(len(rows)), int(time.time() * 1000), step)])
+        for path in paths:
+            self.mlflow.log_artifact(self.parent_run_id, str(path), "pareto")
+        if final:
+            self.mlflow.log_artifact(self.parent_run_id, str(self.out / "pareto.parquet"), "pareto")
+
+
+def _front_columns(front: list[dict], metrics: list[str]) -> list[str]:
+    config_columns = sorted({k for row in front for k, v in row.items() if k.startswith("config.") and v is not None})
+    return ["trial_id", *metrics, *[c for c in config_columns if c not in ("config.dataset", "config.model")]]
+
+
+def _error_message(trial) -> str:
+    """The exception's last line from Ray's error file: the reason, without the traceback."""
+    try:
+        lines = [line for line in Path(trial.error_file).read_text().splitlines() if line.strip()]
+        return lines[-1][:1000] if lines else "unknown error"
+    except (OSError, TypeError):
+        return "unknown error"
+

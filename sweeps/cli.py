@@ -1,0 +1,107 @@
+"""`weightmom sweep | pareto | best`: the sweep commands, plugged into the weightmom CLI.
+
+Only argparse at import time: Ray, Optuna and MLflow load when a command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from weightmom.errors import require
+from weightmom.files import check_writable
+
+
+def add_parsers(commands) -> None:
+    p = commands.add_parser("sweep", help="run a Ray Tune + Optuna sweep over a search space")
+    p.add_argument("space", help="a search-space YAML file, or the name of a shipped one (e.g. digits-quick)")
+    p.add_argument("--trials", type=int)
+    p.add_argument("--concurrency", type=int)
+    p.add_argument("--out", default=None, help="output folder (default runs/<space name>)")
+    p.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow server, e.g. http://127.0.0.1:5000")
+    p.add_argument("--address", help="Ray cluster address, e.g. auto on the head node")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted sweep in --out")
+    p.add_argument("--smoke-test", dest="smoke_test", action="store_true", help="2 trials of 1 epoch")
+    p.add_argument("--no-reuse-actors", dest="reuse_actors", action="store_false")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2))
+
+    p = commands.add_parser("pareto", help="print a sweep's accuracy/compression Pareto front")
+    p.add_argument("dir")
+
+    p = commands.add_parser("best", help="pick a sweep's best config under a constraint and export it")
+    p.add_argument("dir")
+    p.add_argument("--max-density", dest="max_density", type=float)
+    p.add_argument("--min-accuracy", dest="min_accuracy", type=float)
+    p.add_argument("--out", required=True, help="where to write the config YAML")
+    p.add_argument("--export", help="also write that trial's pruned model (sparse checkpoint) here")
+
+
+def run_sweep_command(args: argparse.Namespace) -> int:
+    from sweeps.runner import SweepOptions, run_sweep
+    from sweeps.space import load_space
+
+    space = load_space(args.space)
+    out = Path(args.out or f"runs/{space.name}")
+    options = SweepOptions(out=out, trials=args.trials, concurrency=args.concurrency,
+                           tracking_uri=args.tracking_uri, address=args.address, resume=args.resume,
+                           smoke_test=args.smoke_test, reuse_actors=args.reuse_actors, seed=args.seed,
+                           verbose=args.verbose)
+    rows = run_sweep(space, options)
+    counts = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAILED")}
+    print(f"\n{len(rows)} trials: " + ", ".join(f"{n} {s.lower()}" for s, n in counts.items()))
+    print_front(out)
+    uri = f"sqlite:///{(out / 'mlflow.db').resolve()}" if args.tracking_uri is None else args.tracking_uri
+    print(f"\nResults: {out}/trials.parquet, {out}/pareto.parquet, plots in {out}/plots/")
+    print(f"MLflow UI: mlflow ui --backend-store-uri {uri}" if args.tracking_uri is None else f"MLflow: {uri}")
+    print(f"Best config: weightmom best {out} --max-density 0.05 --out best.yaml --export best.pt")
+    return 0
+
+
+def print_front(out: Path) -> None:
+    from sweeps.pareto import format_table
+    from sweeps.results import read_table
+    from sweeps.runner import load_state
+    from sweeps.space import load_space
+
+    state = load_state(out)
+    front = read_table(out / "pareto.parquet") if (out / "pareto.parquet").exists() else []
+    metrics = load_space(state.space).metrics if front else []
+    configs = sorted({k for r in front for k, v in r.items() if k.startswith("config.") and v is not None})
+    columns = ["trial_id", *metrics, *[c for c in configs if c not in ("config.dataset", "config.model")]]
+    print(f"Pareto front ({len(front)} trials):")
+    print(format_table(front, columns) if front else "(empty: no trial has completed yet)")
+
+
+def run_pareto_command(args: argparse.Namespace) -> int:
+    out = Path(args.dir)
+    require(out.is_dir(), f"{out}: no such sweep folder")
+    print_front(out)
+    return 0
+
+
+def run_best_command(args: argparse.Namespace) -> int:
+    from sweeps.best import NothingQualifies, export_model, pick, train_config_of, write_config
+    from sweeps.results import read_table
+
+    check_writable(args.out, "--out")
+    check_writable(args.export, "--export")
+    require(args.max_density is None or 0 < args.max_density <= 1, "--max-density must be in (0, 1]")
+    require(args.min_accuracy is None or 0 <= args.min_accuracy <= 1, "--min-accuracy must be in [0, 1]")
+    rows = read_table(Path(args.dir) / "trials.parquet")
+    try:
+        row = pick(rows, args.max_density, args.min_accuracy)
+    except NothingQualifies as err:
+        print(f"weightmom: {err}", file=sys.stderr)
+        return 1
+    config = train_config_of(row)
+    if args.export:
+        export_model(row, args.export)
+    write_config(args.out, config, row)
+    print(f"trial {row['trial_id']}: test_accuracy={row['test_accuracy']:.4f} density={row['density']:.4f} "
+          f"-> {args.out}" + (f", model -> {args.export}" if args.export else ""))
+    return 0
+
+
+COMMANDS = {"sweep": run_sweep_command, "pareto": run_pareto_command, "best": run_best_command}

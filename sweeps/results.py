@@ -1,0 +1,154 @@
+"""The sweep's results table: one row per trial, in a Parquet file rewritten atomically.
+
+Rows are heterogeneous (conditional config keys, metrics missing from failed trials),
+so the schema is rebuilt from the rows on every write instead of being declared.
+Columns whose values Parquet cannot hold as one plain type (mixed str/number,
+lists, dicts) are stored as JSON text and marked in the field metadata, so that
+`read_table` gives back exactly what was written.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from weightmom.errors import UsageError, require
+from weightmom.files import atomic_write
+
+_ENCODING = b"weightmom.encoding"
+_JSON = b"json"
+_MAX_EXACT_INT = 2**53  # ints beyond this are not exact in float64
+
+
+class ResultsTable:
+    """One row per trial, keyed by trial_id, persisted as Parquet after every change.
+
+    The file is replaced atomically, so a crash loses nothing already written, and a
+    resumed sweep reloads the rows and replaces (never duplicates) a re-reported trial.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._rows: dict[str, dict] = {}
+        if self.path.exists():
+            for row in read_table(self.path):
+                self._rows[_key(row)] = row
+
+    def upsert(self, row: dict) -> None:
+        """Insert the row, or replace the one with the same trial_id (keeping its position)."""
+        self._rows[_key(row)] = dict(row)
+        write_rows(self.path, list(self._rows.values()))
+
+    def rows(self) -> list[dict]:
+        """Copies of the rows in first-insertion order."""
+        return [dict(row) for row in self._rows.values()]
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+
+def _key(row: dict) -> str:
+    trial_id = row.get("trial_id")
+    require(trial_id is not None and trial_id != "", f"results row without a trial_id: keys {sorted(row)}")
+    return str(trial_id)
+
+
+def read_table(path: str | Path) -> list[dict]:
+    """The rows of a trials.parquet file, with JSON-encoded columns decoded."""
+    path = Path(path)
+    require(path.is_file(), f"{path}: no such results file")
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise UsageError(f"{path}: not a readable Parquet file ({first_line})") from None
+    rows = table.to_pylist()
+    for field in table.schema:
+        if (field.metadata or {}).get(_ENCODING) == _JSON:
+            for row in rows:
+                if row[field.name] is not None:
+                    row[field.name] = json.loads(row[field.name])
+    return rows
+
+
+def write_rows(path: str | Path, rows: list[dict]) -> None:
+    """Write rows atomically as Parquet; the union of their keys, in order of first appearance."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table = to_arrow(rows)
+    atomic_write(path, lambda tmp: pq.write_table(table, tmp))
+
+
+def to_arrow(rows: list[dict]) -> pa.Table:
+    """An Arrow table of heterogeneous rows: missing keys are nulls and no value is lost."""
+    names: dict[str, None] = {}
+    for row in rows:
+        names.update(dict.fromkeys(row))
+    fields, arrays = [], []
+    for name in names:
+        require(isinstance(name, str), f"results column {name!r}: column names must be strings")
+        values = [_plain(row.get(name)) for row in rows]
+        field, array = _column(name, values)
+        fields.append(field)
+        arrays.append(array)
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+
+
+def _plain(value: object) -> object:
+    """NumPy scalars (metrics often are) as the Python values Arrow and JSON understand."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, int):
+        return "int" if -(2**63) <= value < 2**63 else "other"
+    if isinstance(value, float):
+        return "float"
+    if isinstance(value, str):
+        return "str"
+    return "other"
+
+
+def _column(name: str, values: list) -> tuple[pa.Field, pa.Array]:
+    """The narrowest plain Arrow type that holds every value exactly, else JSON text."""
+    kinds = {_kind(v) for v in values if v is not None}
+    if not kinds or kinds == {"str"}:
+        return pa.field(name, pa.string()), pa.array(values, type=pa.string())
+    if kinds == {"bool"}:
+        return pa.field(name, pa.bool_()), pa.array(values, type=pa.bool_())
+    if kinds == {"int"}:
+        return pa.field(name, pa.int64()), pa.array(values, type=pa.int64())
+    if kinds <= {"int", "float"} and all(abs(v) <= _MAX_EXACT_INT for v in _ints(values)):
+        floats = [None if v is None else float(v) for v in values]
+        return pa.field(name, pa.float64()), pa.array(floats, type=pa.float64())
+    encoded = [None if v is None else _to_json(v) for v in values]
+    field = pa.field(name, pa.string(), metadata={_ENCODING: _JSON})
+    return field, pa.array(encoded, type=pa.string())
+
+
+def _ints(values: Iterable[object]) -> Iterable[int]:
+    return (v for v in values if isinstance(v, int) and not isinstance(v, bool))
+
+
+def _to_json(value: object) -> str:
+    """Python's JSON keeps NaN and inf; objects JSON has no type for fall back to their str()."""
+    return json.dumps(value, default=_json_default, allow_nan=True)
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    if isinstance(value, Path):
+        return str(value)
+    return str(value)

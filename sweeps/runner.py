@@ -1,0 +1,182 @@
+"""`weightmom sweep`: Ray Tune runs the trials, Optuna chooses them, SweepRecorder keeps the books.
+
+Traps this design handles (measured with Ray 2.60 and Optuna 5.0):
+(a) metric/mode on TuneConfig silently makes the search single-objective: they
+    go to the searcher (and the scheduler) only;
+(b) early-stopped trials would reach Optuna as COMPLETE: BudgetAwareOptunaSearch;
+(c) Optuna's TPE is not multivariate for several objectives unless asked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import optuna
+import ray
+from mlflow.tracking import MlflowClient
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from sweeps.callback import SweepRecorder
+from sweeps.mlflow_client import check_reachable, default_tracking_uri
+from sweeps.results import ResultsTable
+from sweeps.searcher import BudgetAwareOptunaSearch
+from sweeps.space import SearchSpace
+from sweeps.trial import run_trial
+from weightmom.errors import UsageError, require
+from weightmom.files import atomic_write
+
+STATE_FILE = "sweep.json"
+EXPERIMENT = "sweep"   # Ray's experiment folder name under the storage path
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    out: Path
+    trials: int | None = None          # overrides the space's
+    concurrency: int | None = None     # overrides the space's
+    tracking_uri: str | None = None    # default: sqlite in `out`
+    address: str | None = None         # Ray cluster address ("auto" on a cluster's head); None: local
+    resume: bool = False
+    smoke_test: bool = False
+    reuse_actors: bool = True
+    max_failures: int = 1              # retries of a failed trial (node loss); divergence fails again fast
+    seed: int = 0
+    verbose: int = 1
+
+
+@dataclass(frozen=True)
+class SweepState:
+    """What a resumed driver needs to re-attach: written once, before the first trial."""
+
+    space: str
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    optuna_storage: str
+    trials: int
+    concurrency: int
+    smoke_test: bool
+
+
+def prepare(space: SearchSpace, options: SweepOptions) -> tuple[SearchSpace, SweepState]:
+    """Check everything that can fail before Ray starts; create or re-attach the parent run."""
+    out = options.out
+    state_file = out / STATE_FILE
+    if options.resume:
+        require(state_file.is_file(), f"--resume: {out} holds no sweep to resume ({STATE_FILE} missing)")
+        state = SweepState(**json.loads(state_file.read_text()))
+        require(state.space == space.name, f"--resume: {out} holds a sweep of space {state.space!r}, not {space.name!r}")
+        space = replace(space.smoke_test() if state.smoke_test else space,
+                        trials=state.trials, concurrency=state.concurrency)
+        check_reachable(state.tracking_uri)
+        return space, state
+    require(not state_file.exists(), f"{out} already holds a sweep; pass --resume to continue it, or another --out")
+    if options.smoke_test:
+        space = space.smoke_test()
+    space = space.with_overrides(**{k: v for k, v in (("trials", options.trials),
+                                                      ("concurrency", options.concurrency)) if v is not None})
+    require(space.trials >= 1 and space.concurrency >= 1, "--trials and --concurrency must be >= 1")
+    out.mkdir(parents=True, exist_ok=True)
+    uri = options.tracking_uri or default_tracking_uri(out)
+    check_reachable(uri)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name(space.name)
+    if experiment is None:
+        artifacts = (out.resolve() / "mlartifacts").as_uri() if options.tracking_uri is None else None
+        experiment_id = client.create_experiment(space.name, artifact_location=artifacts)
+    else:
+        experiment_id = experiment.experiment_id
+    parent = client.create_run(experiment_id, run_name=f"{space.name} sweep ({out.name})",
+                               tags={"sweep_dir": str(out.resolve()), "space_file": str(space.path)})
+    client.log_batch(parent.info.run_id, params=_params({
+        "space": space.name, "trials": space.trials, "concurrency": space.concurrency,
+        "objectives": ", ".join(f"{o.metric} {o.mode}" for o in space.objectives),
+        "early_stopping": space.early_stopping.enabled, **{f"fixed.{k}": v for k, v in space.fixed.items()}}))
+    client.log_artifact(parent.info.run_id, str(space.path), "space")
+    state = SweepState(space.name, uri, experiment_id, parent.info.run_id,
+                       f"sqlite:///{out.resolve() / 'optuna.db'}", space.trials, space.concurrency, options.smoke_test)
+    atomic_write(state_file, lambda tmp: Path(tmp).write_text(json.dumps(asdict(state), indent=2)))
+    return space, state
+
+
+def _params(values: dict) -> list:
+    from mlflow.entities import Param
+
+    return [Param(k, str(v)) for k, v in values.items()]
+
+
+def make_searcher(space: SearchSpace, state: SweepState, seed: int) -> BudgetAwareOptunaSearch:
+    sampler = optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=seed,
+                                         n_startup_trials=min(10, max(2, space.trials // 3)))
+    return BudgetAwareOptunaSearch(
+        space=space.define_by_run, metric=space.metrics, mode=space.modes, sampler=sampler,
+        storage=optuna.storages.RDBStorage(state.optuna_storage), study_name=space.name,
+        points_to_evaluate=[dict(p) for p in space.start_points] or None, budget=space.epochs)
+
+
+def make_scheduler(space: SearchSpace):
+    """ASHA on the primary objective at the full budget; FIFO when early stopping is off."""
+    if not space.early_stopping.enabled:
+        return FIFOScheduler()
+    first = space.objectives[0]
+    return ASHAScheduler(metric=first.metric, mode=first.mode, time_attr="training_iteration",
+                         max_t=space.epochs, grace_period=min(space.early_stopping.grace_period, space.epochs),
+                         reduction_factor=space.early_stopping.reduction_factor)
+
+
+def make_reporter(space: SearchSpace) -> tune.CLIReporter:
+    metrics = {"epoch": "epoch", **{m: m.replace("test_", "") for m in space.metrics}}
+    return tune.CLIReporter(metric_columns=metrics, parameter_columns=list(space.params)[:6],
+                            max_report_frequency=15, max_progress_rows=12)
+
+
+def run_sweep(space: SearchSpace, options: SweepOptions) -> list[dict]:
+    """Run (or resume) the sweep; returns the rows of trials.parquet."""
+    space, state = prepare(space, options)
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the trimmed CLIReporter below, not the verbose default
+    if not ray.is_initialized():
+        ray.init(address=options.address, include_dashboard=False, log_to_driver=options.verbose > 1,
+                 configure_logging=False)
+    storage = str((options.out / "ray").resolve())
+    trainable = tune.with_resources(tune.with_parameters(run_trial, space=space),
+                                    {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
+    if options.resume:
+        require(tune.Tuner.can_restore(f"{storage}/{EXPERIMENT}"),
+                f"--resume: no Ray experiment state under {storage}/{EXPERIMENT}")
+        tuner = tune.Tuner.restore(f"{storage}/{EXPERIMENT}", trainable, resume_unfinished=True, resume_errored=False)
+    else:
+        recorder = SweepRecorder(space, options.out.resolve(), state.tracking_uri, state.experiment_id,
+                                 state.parent_run_id, state.optuna_storage)
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=make_searcher(space, state, options.seed),
+                                        scheduler=make_scheduler(space), num_samples=space.trials,
+                                        max_concurrent_trials=space.concurrency, reuse_actors=options.reuse_actors),
+            run_config=tune.RunConfig(
+                name=EXPERIMENT, storage_path=storage, callbacks=[recorder], verbose=options.verbose,
+                progress_reporter=make_reporter(space),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                failure_config=tune.FailureConfig(max_failures=options.max_failures)),
+        )
+    tuner.fit()
+    close_orphans(space, state)
+    MlflowClient(state.tracking_uri).set_terminated(state.parent_run_id, "FINISHED")
+    return ResultsTable(options.out / "trials.parquet").rows()
+
+
+def close_orphans(space: SearchSpace, state: SweepState) -> None:
+    """Optuna trials left RUNNING by a killed driver will never report: mark them FAIL."""
+    study = optuna.load_study(study_name=space.name, storage=state.optuna_storage)
+    for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+
+
+def load_state(out: Path) -> SweepState:
+    path = out / STATE_FILE
+    if not path.is_file():
+        raise UsageError(f"{out} holds no sweep ({STATE_FILE} missing)")
+    return SweepState(**json.loads(path.read_text()))

@@ -1,0 +1,310 @@
+"""Pareto fronts, hypervolumes, the Parquet results table and the sweep plots."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import optuna
+import pyarrow.parquet as pq
+import pytest
+
+from sweeps.pareto import default_reference, format_table, front_rows, hypervolume, pareto_mask
+from sweeps.plots import front_html, front_png, study_plots
+from sweeps.results import ResultsTable, read_table, write_rows
+from weightmom.errors import UsageError
+
+METRICS = ["test_accuracy", "density"]
+MODES = ["max", "min"]
+
+
+# ---------------------------------------------------------------- pareto_mask
+
+
+def test_pareto_mask_mixed_modes():
+    values = np.array(
+        [
+            [0.90, 0.10],  # front
+            [0.95, 0.50],  # front: more accurate but denser
+            [0.85, 0.20],  # dominated by row 0
+            [0.80, 0.05],  # front: sparsest
+            [0.95, 0.60],  # dominated by row 1 (same accuracy, denser)
+        ]
+    )
+    assert pareto_mask(values, MODES).tolist() == [True, True, False, True, False]
+
+
+def test_pareto_mask_modes_matter():
+    values = np.array([[1.0, 1.0], [2.0, 2.0]])
+    assert pareto_mask(values, ["max", "max"]).tolist() == [False, True]
+    assert pareto_mask(values, ["min", "min"]).tolist() == [True, False]
+    assert pareto_mask(values, ["max", "min"]).tolist() == [True, True]
+
+
+def test_pareto_mask_keeps_all_duplicates_of_a_front_point():
+    values = np.array([[0.9, 0.1], [0.9, 0.1], [0.8, 0.2], [0.8, 0.2]])
+    assert pareto_mask(values, MODES).tolist() == [True, True, False, False]
+
+
+def test_pareto_mask_nan_rows_are_never_on_the_front_and_dominate_nothing():
+    values = np.array([[math.nan, 0.0], [0.5, 0.5], [1.0, math.nan]])
+    assert pareto_mask(values, MODES).tolist() == [False, True, False]
+    assert pareto_mask(np.array([[math.nan, math.nan]]), MODES).tolist() == [False]
+
+
+def test_pareto_mask_single_point_and_empty():
+    assert pareto_mask(np.array([[0.3, 0.7]]), MODES).tolist() == [True]
+    assert pareto_mask(np.zeros((0, 2)), MODES).tolist() == []
+
+
+def test_pareto_mask_dominated_chain():
+    values = np.array([[i / 10, 1 - i / 10] for i in range(6)])  # each row beats the one before
+    assert pareto_mask(values, MODES).tolist() == [False] * 5 + [True]
+
+
+def test_pareto_mask_rejects_bad_modes():
+    with pytest.raises(UsageError):
+        pareto_mask(np.array([[1.0, 2.0]]), ["max", "smallest"])
+    with pytest.raises(UsageError):
+        pareto_mask(np.array([[1.0, 2.0]]), ["max"])
+
+
+# ---------------------------------------------------------------- hypervolume
+
+
+def _hv_2d_max_min(points: list[tuple[float, float]], reference: tuple[float, float]) -> float:
+    """Closed form for (max, min): sweep the front by increasing density, add each new rectangle."""
+    ref_acc, ref_density = reference
+    front = sorted(points, key=lambda p: (p[1], -p[0]))
+    total, best_acc = 0.0, ref_acc
+    for acc, density in front:
+        if acc > best_acc:
+            total += (acc - best_acc) * (ref_density - density)
+            best_acc = acc
+    return total
+
+
+def test_hypervolume_matches_hand_computed_2d():
+    points = [(0.90, 0.10), (0.95, 0.50), (0.80, 0.05), (0.85, 0.20)]
+    # By hand, reference (0, 1): 0.80*0.95 + (0.90-0.80)*0.90 + (0.95-0.90)*0.50 = 0.76 + 0.09 + 0.025
+    expected = 0.875
+    assert hypervolume(np.array(points), MODES, [0.0, 1.0]) == pytest.approx(expected)
+    assert _hv_2d_max_min(points, (0.0, 1.0)) == pytest.approx(expected)
+
+
+def test_hypervolume_cross_check_random_2d():
+    rng = np.random.default_rng(0)
+    points = [(float(a), float(d)) for a, d in rng.uniform(0.0, 1.0, size=(40, 2))]
+    assert hypervolume(np.array(points), MODES, [0.0, 1.0]) == pytest.approx(_hv_2d_max_min(points, (0.0, 1.0)))
+
+
+def test_hypervolume_ignores_nan_and_points_beyond_the_reference():
+    values = np.array([[0.5, 0.5], [math.nan, 0.1], [0.9, 1.5]])
+    assert hypervolume(values, MODES, [0.0, 1.0]) == pytest.approx(0.25)
+    assert hypervolume(np.zeros((0, 2)), MODES, [0.0, 1.0]) == 0.0
+
+
+def test_default_reference_uses_bounds_then_worst_observed():
+    values = np.array([[0.9, 0.1, 2.0, 0.3], [0.8, 0.2, 5.0, 0.7]])
+    metrics = ["test_accuracy", "density", "compression_ratio", "test_loss"]
+    modes = ["max", "min", "max", "min"]
+    assert default_reference(metrics, modes, values) == [0.0, 1.0, 1.0, 0.7]
+    with pytest.raises(UsageError):
+        default_reference(["test_loss"], ["min"])
+
+
+# ---------------------------------------------------------------- front_rows / format_table
+
+
+def _row(trial_id: str, acc: float | None, density: float | None, state: str = "COMPLETE", **extra) -> dict:
+    return {"trial_id": trial_id, "state": state, "test_accuracy": acc, "density": density, **extra}
+
+
+def test_front_rows_only_complete_trials_compete():
+    rows = [
+        _row("a", 0.90, 0.10),
+        _row("b", 0.95, 0.50),
+        _row("c", 0.85, 0.20),
+        _row("pruned", 0.99, 0.01, state="PRUNED"),  # would dominate everything
+        _row("failed", 1.00, 0.00, state="FAILED"),
+        _row("running", 1.00, 0.00, state="RUNNING"),
+        _row("nan", math.nan, 0.01),
+        _row("missing", None, 0.01),
+    ]
+    front = front_rows(rows, METRICS, MODES)
+    assert [row["trial_id"] for row in front] == ["b", "a"]  # best accuracy first
+    assert front_rows([], METRICS, MODES) == []
+
+
+def test_format_table_aligns_and_formats():
+    rows = [
+        {"trial_id": "t1", "test_accuracy": 0.912345, "density": 0.05, "config.method": "weightmom", "epochs": 20},
+        {"trial_id": "t22", "test_accuracy": 0.5, "density": None, "config.method": "magnitude", "epochs": 3},
+    ]
+    text = format_table(rows, ["trial_id", "test_accuracy", "density", "config.method", "epochs", "absent"])
+    lines = text.splitlines()
+    assert len(lines) == 4
+    assert lines[0].split() == ["trial_id", "test_accuracy", "density", "config.method", "epochs", "absent"]
+    assert lines[2].split() == ["t1", "0.9123", "0.05", "weightmom", "20", "-"]
+    assert lines[3].split() == ["t22", "0.5", "-", "magnitude", "3", "-"]
+    assert len({len(line) for line in lines[:2]}) == 1
+    assert lines[2].index("0.9123") + len("0.9123") == lines[3].index("0.5") + len("0.5")  # right-aligned
+
+
+# ---------------------------------------------------------------- results table
+
+
+def test_upsert_replaces_by_trial_id_and_resumes(tmp_path):
+    path = tmp_path / "trials.parquet"
+    table = ResultsTable(path)
+    assert len(table) == 0 and not path.exists()
+    table.upsert({"trial_id": "t1", "state": "RUNNING", "test_accuracy": None})
+    assert pq.read_table(path).num_rows == 1
+    table.upsert({"trial_id": "t2", "state": "COMPLETE", "test_accuracy": 0.5})
+    assert pq.read_table(path).num_rows == 2
+    table.upsert({"trial_id": "t1", "state": "COMPLETE", "test_accuracy": 0.9})
+    assert pq.read_table(path).num_rows == 2
+    assert len(table) == 2
+    assert table.rows() == [
+        {"trial_id": "t1", "state": "COMPLETE", "test_accuracy": 0.9},
+        {"trial_id": "t2", "state": "COMPLETE", "test_accuracy": 0.5},
+    ]
+
+    resumed = ResultsTable(path)
+    assert resumed.rows() == table.rows()
+    resumed.upsert({"trial_id": "t2", "state": "COMPLETE", "test_accuracy": 0.6})
+    resumed.upsert({"trial_id": "t3", "state": "FAILED", "test_accuracy": None, "error": "diverged"})
+    assert [row["trial_id"] for row in read_table(path)] == ["t1", "t2", "t3"]
+    assert read_table(path)[1]["test_accuracy"] == 0.6
+    assert not [p for p in tmp_path.iterdir() if p.name != "trials.parquet"]  # no temp files left
+
+
+def test_upsert_requires_trial_id(tmp_path):
+    with pytest.raises(UsageError):
+        ResultsTable(tmp_path / "trials.parquet").upsert({"state": "COMPLETE"})
+
+
+def test_heterogeneous_rows_round_trip(tmp_path):
+    path = tmp_path / "trials.parquet"
+    rows = [
+        {"trial_id": "a", "config.method": "weightmom", "config.lr": 0.1, "epochs": 3, "mlflow_run_id": None},
+        {"trial_id": "b", "config.method": "snip", "config.lr": 1, "config.pruner.window": 5, "density": 0.05},
+        {"trial_id": "c", "config.choice": "auto", "test_loss": math.nan, "config.layers": [300, 100]},
+        {"trial_id": "d", "config.choice": 0.5, "epochs": 7, "config.flag": True, "config.layers": None},
+    ]
+    table = ResultsTable(path)
+    for row in rows:
+        table.upsert(row)
+        pq.read_table(path)  # always a valid file
+    back = read_table(path)
+    columns = list(back[0])
+    assert columns == [
+        "trial_id", "config.method", "config.lr", "epochs", "mlflow_run_id",
+        "config.pruner.window", "density", "config.choice", "test_loss", "config.layers", "config.flag",
+    ]  # fmt: skip
+    for original, loaded in zip(rows, back):
+        for key in columns:
+            expected = original.get(key)
+            if isinstance(expected, float) and math.isnan(expected):
+                assert math.isnan(loaded[key])
+            else:
+                assert loaded[key] == expected, key
+    assert isinstance(back[1]["config.lr"], float)  # the int 1 joins the float column
+    assert isinstance(back[0]["epochs"], int)
+    assert back[2]["config.choice"] == "auto" and back[3]["config.choice"] == 0.5  # mixed str/float kept
+    assert back[3]["config.flag"] is True
+    schema = pq.read_table(path).schema
+    assert str(schema.field("config.lr").type) == "double"
+    assert str(schema.field("mlflow_run_id").type) == "string"  # all-None column
+
+
+def test_write_rows_numpy_scalars_and_empty(tmp_path):
+    path = tmp_path / "sub" / "trials.parquet"
+    write_rows(path, [{"trial_id": "x", "test_accuracy": np.float32(0.5), "epochs": np.int64(4)}])
+    assert read_table(path) == [{"trial_id": "x", "test_accuracy": 0.5, "epochs": 4}]
+    write_rows(path, [])
+    assert read_table(path) == []
+
+
+def test_read_table_missing_or_unreadable(tmp_path):
+    with pytest.raises(UsageError, match="no such results file"):
+        read_table(tmp_path / "absent.parquet")
+    bad = tmp_path / "bad.parquet"
+    bad.write_text("not parquet\nat all\n")
+    with pytest.raises(UsageError) as info:
+        read_table(bad)
+    assert "\n" not in str(info.value)
+
+
+# ---------------------------------------------------------------- plots
+
+
+def _sweep_rows() -> list[dict]:
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(12):
+        density = float(10 ** rng.uniform(-2, 0))
+        acc = float(0.6 + 0.3 * density**0.2 + rng.normal(0, 0.02))
+        state = "PRUNED" if i % 5 == 4 else "COMPLETE"
+        rows.append(
+            _row(
+                f"trial_{i:04d}",
+                acc,
+                density,
+                state=state,
+                **{"config.method": "weightmom", "config.lr": 0.01 * (i + 1)},
+            )
+        )
+    rows.append(_row("trial_fail", None, None, state="FAILED", error="boom"))
+    return rows
+
+
+def test_front_png_writes_a_png(tmp_path):
+    rows = _sweep_rows()
+    path = tmp_path / "front.png"
+    front_png(rows, front_rows(rows, METRICS, MODES), METRICS, MODES, path)
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 1000
+
+
+def test_front_png_without_complete_trials(tmp_path):
+    path = tmp_path / "front.png"
+    front_png([_row("p", 0.9, 0.1, state="PRUNED")], [], METRICS, MODES, path)
+    assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_front_html_has_hover_data(tmp_path):
+    rows = _sweep_rows()
+    rows[0]["config.method"] = "magnitude_xyz"
+    path = tmp_path / "front.html"
+    front_html(rows, front_rows(rows, METRICS, MODES), METRICS, MODES, path)
+    text = path.read_text()
+    assert "trial_0000" in text and "config.method: magnitude_xyz" in text
+    assert '<script src="https://cdn' not in text and len(text) > 1_000_000  # plotly.js embedded
+
+
+def _study(n_trials: int) -> optuna.Study:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(n_trials):
+        trial = study.ask()
+        lr = trial.suggest_float("lr", 1e-4, 1e-1, log=True)
+        method = trial.suggest_categorical("method", ["weightmom", "magnitude"])
+        if method == "weightmom":
+            trial.suggest_int("window", 1, 5)
+        density = trial.suggest_float("density", 0.01, 1.0, log=True)
+        study.tell(trial, [0.5 + 0.4 * density**0.3 - lr, density])
+    return study
+
+
+def test_study_plots_writes_both_files(tmp_path):
+    paths = study_plots(_study(8), METRICS, tmp_path / "plots")
+    assert [p.name for p in paths] == ["param_importances.html", "parallel_coordinates.html"]
+    for path in paths:
+        assert path.stat().st_size > 1000 and "test_accuracy" in path.read_text()
+
+
+def test_study_plots_with_too_few_trials_skips(tmp_path):
+    paths = study_plots(_study(1), METRICS, tmp_path)
+    assert "param_importances.html" not in [p.name for p in paths]
+    assert study_plots(_study(0), METRICS, tmp_path / "empty") == []
