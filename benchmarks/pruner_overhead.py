@@ -1,22 +1,20 @@
 """Time per training step of each pruning method, as a ratio to dense training.
 
-WeightMom claims its pruning costs next to nothing: one |w| observation and one
-mask update per epoch, and a mask multiply on the gradients every step. This
-script trains the same model on the same pre-generated batches, with the same
-seed and SGD, dense, with WeightMom, GMP and GSM, and with a fixed magnitude
-mask applied through torch.nn.utils.prune hooks (the forward pass computes
-weight_orig * mask, as torch's pruning users do), and prints each one's median
-ms/step and its ratio to dense. Targets: WeightMom <= 1.05x dense and no slower
-than torch prune masking; GSM <= 1.5x. It measures; it asserts nothing.
+WeightMom should cost next to nothing: a mask multiply on the gradients each
+step, one |w| observation and one mask update per epoch. This trains the same
+model (same seed, batches pre-made on the device, SGD as train() builds it)
+dense, with WeightMom, GMP and GSM, and with a fixed magnitude mask applied by
+torch.nn.utils.prune hooks (forward uses weight_orig * mask, as torch's pruning
+users do), and prints the median ms/step of each and its ratio to dense.
+Targets: WeightMom <= 1.05x dense and no slower than torch prune; GSM <= 1.5x.
+It measures and asserts nothing.
 
-One round is one pruner epoch of warm-up + timed steps: WeightMom/GMP observe
-|w| on its last step and re-mask at every round's end (prune_start 0,
-prune_end the last round, so more often than real training does). The
-on_epoch_end time is spread over the round's steps, as an epoch of that length
-would carry it; its own column lets you re-amortise for a real epoch (391 steps
-for CIFAR-10 at batch 128). GSM runs with the optimizer it asks for, as in
-train(). An untimed round 0 activates the masks first; variants then run
-interleaved in a rotating order, to spread a shared machine's noise over all.
+A round is one pruner epoch of warm-up + timed steps: WeightMom/GMP observe on
+its last step and re-mask at its end (prune_start 0, prune_end the last round:
+more often than real training). on_epoch_end is spread over the epoch's steps;
+its own column lets you re-amortise for a real epoch (391 steps on CIFAR-10).
+Round 0 is untimed and activates the masks; then the variants run interleaved
+in a rotating order, so a shared machine's noise falls on all of them.
 """
 
 from __future__ import annotations
@@ -51,7 +49,19 @@ class Run:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     pruner: Pruner
-    masks: list[torch.Tensor]  # what decides the density column
+    masks: list[torch.Tensor]  # what the density column counts
+
+
+@dataclass
+class Timing:
+    """One round of one variant, in seconds."""
+
+    step: float   # per timed step
+    hooks: float  # per timed step, inside pruner.before_step/after_step (exact on CPU, launch time on CUDA)
+    end: float    # in on_epoch_end, once per round
+
+    def per_step(self, steps_per_epoch: int) -> float:
+        return self.step + self.end / steps_per_epoch
 
 
 def make_batches(args: argparse.Namespace, n: int, device: torch.device) -> tuple[list[Batch], str]:
@@ -62,13 +72,25 @@ def make_batches(args: argparse.Namespace, n: int, device: torch.device) -> tupl
                  torch.randint(0, 10, (args.batch_size,), generator=gen).to(device)) for _ in range(n)], "synthetic"
     data = load_dataset(args.dataset, data_dir=str(MINI_CIFAR) if args.dataset == "cifar10" else None, device=device)
     batches: list[Batch] = []
-    while len(batches) < n:  # a small dataset is cycled, each pass reshuffled
+    while len(batches) < n:  # a small dataset is cycled, reshuffled each pass
         batches += iterate_batches(data, "train", args.batch_size, shuffle=True, generator=gen, drop_last=True)
     return batches[:n], f"{args.dataset} ({data.train_labels.numel()} train images)"
 
 
+def torch_prune(model: nn.Module, density: float) -> list[torch.Tensor]:
+    """Mask every Conv2d/Linear weight to its top-|w| `density` with prune.custom_from_mask."""
+    masks = []
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            w = module.weight.detach().abs().flatten()
+            mask = torch.zeros_like(w)
+            mask[w.topk(max(1, round(density * w.numel()))).indices] = 1
+            masks.append(prune.custom_from_mask(module, "weight", mask.view_as(module.weight)).weight_mask)
+    return masks
+
+
 def build(variant: str, args: argparse.Namespace, sample: torch.Tensor, steps_per_epoch: int) -> Run:
-    """Same seed, same model and SGD for every variant; only the pruning differs."""
+    """Same seed, model and optimizer recipe for every variant; only the pruning differs."""
     torch.manual_seed(args.seed)
     model = create_model(args.model, tuple(sample.shape[1:]), 10, width=args.width).to(sample.device)
     if sample.device.type == "cuda" and sample.dim() == 4:
@@ -77,16 +99,9 @@ def build(variant: str, args: argparse.Namespace, sample: torch.Tensor, steps_pe
     method = "dense" if variant == "torch-prune" else variant
     options = {"prune_start": 0, "prune_end": epochs} if method in ("weightmom", "gmp") else {}
     pruner = create_pruner(method, pruner_config(method, 1.0 if method == "dense" else args.density, options))
+    masks = torch_prune(model, args.density) if variant == "torch-prune" else []
     config = TrainConfig(model=args.model, width=args.width, batch_size=args.batch_size, epochs=epochs)
-    masks = []
-    if variant == "torch-prune":  # a fixed per-layer magnitude mask, applied by torch's forward pre-hooks
-        for module in model.modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                w = module.weight.detach().abs().flatten()
-                mask = torch.zeros_like(w)
-                mask[w.topk(max(1, round(args.density * w.numel()))).indices] = 1
-                masks.append(prune.custom_from_mask(module, "weight", mask.view_as(module.weight)).weight_mask)
-    optimizer = make_optimizer(model, config, pruner.optimizer_overrides())
+    optimizer = make_optimizer(model, config, pruner.optimizer_overrides())  # GSM brings its momentum
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(config, steps_per_epoch))
     context = TrainingContext(epochs=epochs, steps_per_epoch=steps_per_epoch, loss_fn=nn.CrossEntropyLoss(),
                               sample_input=sample[:1], batches=lambda: iter([]), seed=args.seed)
@@ -94,54 +109,61 @@ def build(variant: str, args: argparse.Namespace, sample: torch.Tensor, steps_pe
     return Run(model, optimizer, scheduler, pruner, masks or [layer.mask for layer in pruner.layers])
 
 
-def run_epoch(run: Run, batches: list[Batch], epoch: int, warmup: int) -> tuple[float, float]:
-    """One epoch of training.py's inner loop, then on_epoch_end (WeightMom's re-masking).
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
-    Returns seconds per step over the steps after `warmup`, and seconds spent in on_epoch_end.
-    """
-    device, loss_fn = batches[0][0].device, nn.CrossEntropyLoss()
+
+def run_epoch(run: Run, batches: list[Batch], epoch: int, warmup: int) -> Timing:
+    """One epoch of training.py's inner loop, timed after `warmup` steps, then on_epoch_end (re-masking)."""
+    device, loss_fn, hooks = batches[0][0].device, nn.CrossEntropyLoss(), 0.0
     run.model.train()
     for i, (x, y) in enumerate(batches):
         if i == warmup:
             sync(device)
-            start = time.perf_counter()
+            start, hooks = time.perf_counter(), 0.0
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             loss = loss_fn(run.model(x), y)
         run.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        t0 = time.perf_counter()
         run.pruner.before_step()
+        t1 = time.perf_counter()
         run.optimizer.step()
+        t2 = time.perf_counter()
         run.pruner.after_step()
+        hooks += t1 - t0 + time.perf_counter() - t2
         run.scheduler.step()
     sync(device)
     end = time.perf_counter()
     run.pruner.on_epoch_end(epoch)
     sync(device)
-    return (end - start) / (len(batches) - warmup), time.perf_counter() - end
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    steps = len(batches) - warmup
+    return Timing((end - start) / steps, hooks / steps, time.perf_counter() - end)
 
 
 def density(run: Run) -> float:
     return sum(float(m.count_nonzero()) for m in run.masks) / sum(m.numel() for m in run.masks)
 
 
-def report(times: dict[str, list[float]], ends: dict[str, list[float]], runs: dict[str, Run]) -> None:
-    """The table: median ms/step, its spread over rounds, ratio to dense, and whether the target is met."""
-    median = {v: statistics.median(t) for v, t in times.items()}
+def report(results: dict[str, list[Timing]], runs: dict[str, Run], steps_per_epoch: int) -> None:
+    """Median ms/step, its spread over rounds, the ratio to dense, the hooks' share, and the targets."""
+    per_step = {v: [t.per_step(steps_per_epoch) for t in ts] for v, ts in results.items()}
+    median = {v: statistics.median(t) for v, t in per_step.items()}
     checks = {"weightmom": median["weightmom"] <= min(1.05 * median["dense"], median["torch-prune"]),
               "gsm": median["gsm"] <= 1.5 * median["dense"]}
-    print(f"\n{'variant':<12} | {'ms/step':>8} | {'spread':>6} | {'ratio':>5} | {'epoch-end ms':>12} | "
+    print(f"\n{'variant':<12} | {'ms/step':>8} | {'spread':>6} | {'ratio':>5} | {'hooks':>6} | {'epoch-end ms':>12} | "
           f"{'density':>7} | {'target':<22} | ok?")
-    print("-" * 100)
+    print("-" * 109)
     for v in VARIANTS:
         ok = ("yes" if checks[v] else "NO") if v in checks else "-"
-        spread = (max(times[v]) - min(times[v])) / median[v]
+        spread = (max(per_step[v]) - min(per_step[v])) / median[v]
+        hooks = statistics.median(t.hooks + t.end / steps_per_epoch for t in results[v]) / median["dense"]
         print(f"{v:<12} | {1e3 * median[v]:8.2f} | {spread:6.0%} | {median[v] / median['dense']:5.2f} | "
-              f"{1e3 * statistics.median(ends[v]):12.2f} | {density(runs[v]):7.3f} | {TARGETS.get(v, '-'):<22} | {ok}")
+              f"{hooks:6.1%} | {1e3 * statistics.median(t.end for t in results[v]):12.2f} | "
+              f"{density(runs[v]):7.3f} | {TARGETS.get(v, '-'):<22} | {ok}")
+    print("spread: (max - min) / median over rounds. hooks: time inside the pruner's hooks (epoch end included)\n"
+          "per step, as a share of dense's step; timed directly, so steadier than the ratio on a busy machine.")
 
 
 def parse_args() -> argparse.Namespace:
@@ -149,7 +171,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--model", default="resnet20", help="a weightmom.models name")
     p.add_argument("--width", type=float, default=0.5)
     p.add_argument("--dataset", default="cifar10", choices=("cifar10", "digits", "synthetic"),
-                   help="cifar10 reads ../shared/data/cifar10-mini (synthetic if missing)")
+                   help="cifar10 reads ../shared/data/cifar10-mini (synthetic 3x32x32 if missing)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--steps", type=int, default=8, help="timed steps per round (one pruner epoch)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps at the start of each round")
@@ -157,7 +179,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--density", type=float, default=0.05)
     p.add_argument("--device", default="auto")
     # Two OpenMP threads on a shared 2-core machine stall at every barrier while another process runs
-    # (steps 10x slower, at random); the pruners' small elementwise ops gain nothing from threads.
+    # (steps up to 10x slower, at random); the pruners' small elementwise ops gain nothing from threads.
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads; 0 keeps torch's default")
     p.add_argument("--seed", type=int, default=0)
     return p.parse_args()
@@ -177,20 +199,17 @@ def main() -> None:
           f"{args.model} width {args.width} | {source}, batch {args.batch_size} | density {args.density} | "
           f"{args.rounds} rounds of {args.warmup} warm-up + {args.steps} timed steps", flush=True)
     runs = {v: build(v, args, batches[0][0], steps_per_epoch) for v in VARIANTS}
-    for v in VARIANTS:  # round 0, untimed: warms caches and activates WeightMom's/GMP's first masks
+    for v in VARIANTS:  # round 0, untimed: warms caches and installs WeightMom's/GMP's first masks
         run_epoch(runs[v], batches, epoch=1, warmup=0)
-    times: dict[str, list[float]] = {v: [] for v in VARIANTS}  # seconds per step, epoch end amortised
-    ends: dict[str, list[float]] = {v: [] for v in VARIANTS}   # seconds in on_epoch_end
+    results: dict[str, list[Timing]] = {v: [] for v in VARIANTS}
     for r in range(args.rounds):
-        order = VARIANTS[r % len(VARIANTS):] + VARIANTS[:r % len(VARIANTS)]
-        for v in order:
-            step, end = run_epoch(runs[v], batches, epoch=r + 2, warmup=args.warmup)
-            times[v].append(step + end / steps_per_epoch)
-            ends[v].append(end)
-        print(f"round {r + 1}/{args.rounds}: " + "  ".join(f"{v} {1e3 * times[v][-1]:.2f}" for v in VARIANTS)
+        for v in VARIANTS[r % len(VARIANTS):] + VARIANTS[:r % len(VARIANTS)]:
+            results[v].append(run_epoch(runs[v], batches, epoch=r + 2, warmup=args.warmup))
+        print(f"round {r + 1}/{args.rounds}: "
+              + "  ".join(f"{v} {1e3 * results[v][-1].per_step(steps_per_epoch):.2f}" for v in VARIANTS)
               + " ms/step", flush=True)
-    report(times, ends, runs)
-    print(f"(spread: (max - min) / median over rounds)\ntotal {time.perf_counter() - begin:.0f} s", flush=True)
+    report(results, runs, steps_per_epoch)
+    print(f"total {time.perf_counter() - begin:.0f} s", flush=True)
 
 
 if __name__ == "__main__":

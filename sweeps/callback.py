@@ -159,7 +159,7 @@ class SweepRecorder(Callback):
         write_rows(self.out / "pareto.parquet", front)
         folder = self.out / "plots"
         folder.mkdir(exist_ok=True)
-        (folder / "front.txt").write_text(pareto.format_table(front, _front_columns(front, metrics)) + "\n")
+        (folder / "front.txt").write_text(pareto.format_table(front, front_columns(self.space)) + "\n")
         complete = [r for r in rows if r["state"] == "COMPLETE"]
         values = np.array([[r[m] for m in metrics] for r in complete], dtype=float).reshape(-1, len(metrics))
         volume = pareto.hypervolume(values, modes, pareto.default_reference(metrics, modes, values)) if front else 0.0
@@ -185,9 +185,9 @@ class SweepRecorder(Callback):
             self.mlflow.log_artifact(self.parent_run_id, str(self.out / "pareto.parquet"), "pareto")
 
 
-def _front_columns(front: list[dict], metrics: list[str]) -> list[str]:
-    config_columns = sorted({k for row in front for k, v in row.items() if k.startswith("config.") and v is not None})
-    return ["trial_id", *metrics, *[c for c in config_columns if c not in ("config.dataset", "config.model")]]
+def front_columns(space: SearchSpace) -> list[str]:
+    """What a reader of the front wants: the objectives, then the searched parameters."""
+    return ["trial_id", *space.metrics, *[f"config.{name}" for name in space.params]]
 
 
 def _error_message(trial) -> str:

@@ -60,6 +60,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
 
 def print_front(out: Path) -> None:
+    from sweeps.callback import front_columns
     from sweeps.pareto import format_table
     from sweeps.results import read_table
     from sweeps.runner import load_state
@@ -67,11 +68,8 @@ def print_front(out: Path) -> None:
 
     state = load_state(out)
     front = read_table(out / "pareto.parquet") if (out / "pareto.parquet").exists() else []
-    metrics = load_space(state.space).metrics if front else []
-    configs = sorted({k for r in front for k, v in r.items() if k.startswith("config.") and v is not None})
-    columns = ["trial_id", *metrics, *[c for c in configs if c not in ("config.dataset", "config.model")]]
     print(f"Pareto front ({len(front)} trials):")
-    print(format_table(front, columns) if front else "(empty: no trial has completed yet)")
+    print(format_table(front, front_columns(load_space(state.space))) if front else "(empty: no completed trial yet)")
 
 
 def run_pareto_command(args: argparse.Namespace) -> int:

@@ -212,6 +212,7 @@ def study_plots(study: optuna.Study, metrics: Sequence[str], directory: str | Pa
     if len(trials) >= 2 and _some_param_varies(trials):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*computes the importances of params to achieve low")
+            warnings.filterwarnings("ignore", message=".*have less than 2 trials")  # normal for small sweeps
             figure = optuna.visualization.plot_param_importances(
                 study, target=importance_target, target_name=metrics[0]
             )

@@ -69,7 +69,8 @@ def prepare(space: SearchSpace, options: SweepOptions) -> tuple[SearchSpace, Swe
     if options.resume:
         require(state_file.is_file(), f"--resume: {out} holds no sweep to resume ({STATE_FILE} missing)")
         state = SweepState(**json.loads(state_file.read_text()))
-        require(state.space == space.name, f"--resume: {out} holds a sweep of space {state.space!r}, not {space.name!r}")
+        require(state.space == space.name,
+                f"--resume: {out} holds a sweep of space {state.space!r}, not {space.name!r}")
         space = replace(space.smoke_test() if state.smoke_test else space,
                         trials=state.trials, concurrency=state.concurrency)
         check_reachable(state.tracking_uri)
@@ -138,6 +139,8 @@ def run_sweep(space: SearchSpace, options: SweepOptions) -> list[dict]:
     """Run (or resume) the sweep; returns the rows of trials.parquet."""
     space, state = prepare(space, options)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the trimmed CLIReporter below, not the verbose default
+    # Short trials checkpoint often; Ray's warning about it is noise for a sweep of small models.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if not ray.is_initialized():
         ray.init(address=options.address, include_dashboard=False, log_to_driver=options.verbose > 1,
                  configure_logging=False)

@@ -9,6 +9,7 @@ checks all of it against weightmom's own registries and configs, so a typo fails
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -313,10 +314,9 @@ def _read(path: Path, label: str) -> dict:
     try:
         data = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
+        mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""
-        raise UsageError(f"{label}: not valid YAML ({where}{getattr(err, 'problem', None) or str(err).splitlines()[0]})"
-                         ) from None
+        raise UsageError(f"{label}: not valid YAML ({where}{problem or str(err).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise UsageError(f"{label}: expected a mapping of search space keys, got {type(data).__name__}")
     return data
@@ -402,8 +402,9 @@ def _check_name(key: str, name: str, methods: list[str]) -> None:
                        f"valid knobs: {', '.join(valid) or 'none'}")
     if len(takers) < len(methods):
         others = [m for m in methods if m not in takers]
-        raise _Invalid(f"{key}: method {', '.join(others)} does not take this knob; "
-                       f"add `when: {{method: [{', '.join(takers)}]}}`")
+        when = f"when: {{method: [{', '.join(takers)}]}}"
+        hint = f"add {when}" if key.startswith("params.") else f"move it to params: {{type: fixed, value: ..., {when}}}"
+        raise _Invalid(f"{key}: method {', '.join(others)} does not take this knob; {hint}")
 
 
 def _reason(err: UsageError, name: str) -> str:
@@ -421,7 +422,7 @@ def _check_value(key: str, name: str, value: Any, methods: list[str]) -> None:
             raise UsageError(f"unknown {name} {value!r}; choose from: {', '.join(REGISTRIES[name])}")
         if name.startswith("pruner."):
             for method in _knob_takers(name.removeprefix("pruner."), methods):
-                pruner_config(method, 0.1 if method != "dense" else 1.0, {name.removeprefix("pruner."): value})
+                pruner_config(method, 0.1, {name.removeprefix("pruner."): value})
         else:
             build(TrainConfig, {name: value})
         if name == "density":  # e.g. dense keeps every weight: a searched density would fail its trials
@@ -445,7 +446,7 @@ def _check_bounds(key: str, spec: _Param) -> None:
             raise _Invalid(f"{key}.low: log scale needs low > 0, got {spec.low}")
         if spec.step is not None and spec.step <= 0:
             raise _Invalid(f"{key}.step: expected a step > 0, got {spec.step}")
-        if spec.log and spec.step not in (None, 1):
+        if spec.log and spec.step is not None and (isinstance(spec, FloatParam) or spec.step != 1):
             raise _Invalid(f"{key}.step: Optuna cannot combine log with a step, got step {spec.step}")
     if isinstance(spec, CategoricalParam):
         if not spec.choices:
@@ -541,9 +542,15 @@ def _early_stopping(raw: _RawSpace, fixed: dict) -> EarlyStopping:
         raise _Invalid("early_stopping.enabled: ASHA needs a fixed budget, but params.epochs is searched")
     enabled = es.enabled if es.enabled != "auto" else (
         "epochs" not in raw.params and epochs >= AUTO_EARLY_STOPPING_EPOCHS)
-    grace = es.grace_period if es.grace_period is not None else max(1, epochs // 4)
+    # Before pruning ends, a denser trial is ahead just for being dense: compare only after the last prune_end.
+    _, ends = _numbers(raw, fixed, "pruner.prune_end")
+    pruning_done = math.ceil(max(ends)) if ends else round(0.75 * epochs)
+    grace = es.grace_period if es.grace_period is not None else pruning_done
     if enabled and grace >= epochs:
         raise _Invalid(f"early_stopping.grace_period: expected fewer than the {epochs} epochs, got {grace}")
+    if enabled and grace < pruning_done and fixed.get("pruner.unit", "epoch") == "epoch":
+        raise _Invalid(f"early_stopping.grace_period: expected at least {pruning_done} (the latest prune_end), "
+                       f"so trials are compared at their final density; got {grace}")
     return EarlyStopping(enabled, grace, es.reduction_factor)
 
 
@@ -554,8 +561,8 @@ def _compile(raw: _RawSpace, path: Path) -> SearchSpace:
     _check_params(raw, fixed, methods)
     for i, point in enumerate(raw.start_points):
         _check_start_point(i, point, raw, fixed)
-    early_stopping = _early_stopping(raw, fixed)
     _check_schedule(raw, fixed)
+    early_stopping = _early_stopping(raw, fixed)
     return SearchSpace(
         name=raw.name or path.stem, path=path, description=raw.description, trials=raw.trials,
         concurrency=raw.concurrency, resources=Resources(raw.resources.cpu, raw.resources.gpu),

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import optuna
@@ -83,10 +85,10 @@ def test_every_shipped_space_samples_valid_configs(name):
 
 def test_digits_quick_is_the_cheap_default():
     space = load_space("digits-quick")
-    assert (space.trials, space.concurrency, space.epochs) == (8, 2, 10)
+    assert (space.trials, space.concurrency, space.epochs) == (8, 2, 12)
     assert (space.resources.cpu, space.resources.gpu) == (1, 0)
     assert space.fixed["dataset"] == "digits" and space.fixed["model"] == "lenet300"
-    assert space.early_stopping.enabled and space.early_stopping.grace_period == 3  # auto: 10 epochs >= 6
+    assert space.early_stopping.enabled and space.early_stopping.grace_period == 6  # after the latest prune_end
     assert space.metrics == ["test_accuracy", "density"] and space.modes == ["max", "min"]
 
 
@@ -102,10 +104,47 @@ def test_define_by_run_honours_conditions_and_returns_fixed():
         assert ("pruner.threshold" in params) == weightmom
         importance = params["pruner.allocation"] == "importance"
         assert ("pruner.importance_scaling" in params) == importance
-        assert 0.02 <= config.density <= 0.3 and 0.01 <= config.lr <= 0.2 and 4 <= config.pruner["prune_end"] <= 8
+        assert 0.02 <= config.density <= 0.3 and 0.01 <= config.lr <= 0.2 and 3 <= config.pruner["prune_end"] <= 6
         seen_methods.add(params["method"])
         seen_allocations.add(importance)
     assert seen_methods == {"weightmom", "gmp"} and seen_allocations == {True, False}
+
+
+class RecordingTrial:
+    """Like Ray's suggest captor: only suggest_* exists, so define_by_run can do nothing else."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+
+    def suggest_float(self, name, low, high, *, log=False, step=None):
+        self.calls.append(name)
+        return low
+
+    def suggest_int(self, name, low, high, *, log=False, step=1):
+        self.calls.append(name)
+        return low
+
+    def suggest_categorical(self, name, choices):
+        self.calls.append(name)
+        return choices[0]
+
+
+def test_define_by_run_only_suggests():
+    space = load_space("digits-quick")
+    trial = RecordingTrial()
+    assert space.define_by_run(trial) == space.fixed
+    assert trial.calls == ["method", "density", "lr", "pruner.window", "pruner.threshold", "pruner.allocation",
+                           "pruner.importance_scaling", "pruner.prune_end"]
+
+
+def test_conditional_constant(tmp_path):
+    data = copy.deepcopy(BASE)
+    data["params"]["pruner.threshold"] = {"type": "fixed", "value": 2.0, "when": {"method": "weightmom"}}
+    space = load_space(write_space(tmp_path, data, "const.yaml"))
+    for params, constants in sample(space, 20):
+        assert "pruner.threshold" not in params
+        assert constants.get("pruner.threshold") == (2.0 if params["method"] == "weightmom" else None)
+        space.train_config({**params, **constants})
 
 
 def test_start_points_are_enqueued_first():
@@ -118,7 +157,7 @@ def test_start_points_are_enqueued_first():
 def test_train_config_nests_pruner_keys_and_rejects_foreign_ones():
     space = load_space("digits-quick")
     config = space.train_config({**space.fixed, "method": "weightmom", "density": 0.1, "pruner.window": 3})
-    assert config.pruner == {"window": 3} and config.epochs == 10
+    assert config.pruner == {"window": 3} and config.epochs == 12
     with pytest.raises(UsageError, match="window"):  # gmp fixes window: a conditional param prevents this
         space.train_config({**space.fixed, "method": "gmp", "density": 0.1, "pruner.window": 3})
     with pytest.raises(UsageError, match="lrr"):
@@ -214,6 +253,7 @@ BAD = {
     "low >= high": (_set("params/lr", {"type": "float", "low": 0.2, "high": 0.1}), "params.lr.low"),
     "log with low <= 0": (_set("params/density/low", 0.0), "params.density.low"),
     "int param with float bounds": (_set("params/pruner.window/low", 1.5), "params.pruner.window.low"),
+    "log with a step": (_set("params/lr/step", 0.01), "params.lr.step"),
     "empty choices": (_set("params/optimizer", {"type": "categorical", "choices": []}), "params.optimizer.choices"),
     "unknown method in choices": (_set("params/method/choices", ["weightmom", "gmpp"]), "params.method.choices.1"),
     "unknown model": (_set("fixed/model", "resnet9"), "fixed.model"),
@@ -243,8 +283,10 @@ BAD = {
     "unknown fixed key": (_set("fixed/lrr", 0.1), "fixed.lrr"),
     "param value the config rejects": (_set("params/lr/low", -1.0), "params.lr.low"),
     "searched and fixed": (_set("fixed/lr", 0.1), "params.lr"),
-    "schedule past the budget": (_set("params/pruner.prune_end", {"type": "int", "low": 5, "high": 12}),
+    "schedule past the budget": (_set("params/pruner.prune_end", {"type": "int", "low": 5, "high": 14}),
                                  "params.pruner.prune_end"),
+    "early stopping before pruning ends": (_set("early_stopping", {"enabled": True, "grace_period": 2}),
+                                          "early_stopping.grace_period"),
     "trials 0": (_set("trials", 0), "trials"),
     "cpu 0": (_set("resources", {"cpu": 0}), "resources.cpu"),
     "early stopping on a searched budget": (
@@ -284,3 +326,8 @@ def test_missing_file(tmp_path):
     with pytest.raises(UsageError) as err:
         load_space(tmp_path / "gone.yaml")
     assert "gone.yaml" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_space_module_needs_neither_ray_nor_mlflow():
+    code = "import sys, sweeps.space; sys.exit(bool({'ray', 'mlflow'} & set(sys.modules)))"
+    assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1]).returncode == 0
