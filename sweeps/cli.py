@@ -63,13 +63,12 @@ def print_front(out: Path) -> None:
     from sweeps.callback import front_columns
     from sweeps.pareto import format_table
     from sweeps.results import read_table
-    from sweeps.runner import load_state
-    from sweeps.space import load_space
+    from sweeps.runner import load_sweep_space
 
-    state = load_state(out)
+    space = load_sweep_space(out)
     front = read_table(out / "pareto.parquet") if (out / "pareto.parquet").exists() else []
     print(f"Pareto front ({len(front)} trials):")
-    print(format_table(front, front_columns(load_space(state.space))) if front else "(empty: no completed trial yet)")
+    print(format_table(front, front_columns(space)) if front else "(empty: no completed trial yet)")
 
 
 def run_pareto_command(args: argparse.Namespace) -> int:

@@ -25,8 +25,9 @@ from weightmom.files import atomic_write
 log = logging.getLogger(__name__)
 
 # MLflow's own HTTP retries back off for minutes; a sweep would stall. We retry ourselves.
+# It also prints a "View run" line per run it ends: noise in a sweep's progress output.
 HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "10", "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
 
 def default_tracking_uri(out: Path) -> str:

@@ -30,6 +30,7 @@ from weightmom.errors import UsageError, require
 from weightmom.files import atomic_write
 
 STATE_FILE = "sweep.json"
+SPACE_COPY = "space.yaml"  # the sweep folder carries its space: `pareto` and `best` need nothing else
 EXPERIMENT = "sweep"   # Ray's experiment folder name under the storage path
 
 
@@ -81,9 +82,10 @@ def prepare(space: SearchSpace, options: SweepOptions) -> tuple[SearchSpace, Swe
     space = space.with_overrides(**{k: v for k, v in (("trials", options.trials),
                                                       ("concurrency", options.concurrency)) if v is not None})
     require(space.trials >= 1 and space.concurrency >= 1, "--trials and --concurrency must be >= 1")
-    out.mkdir(parents=True, exist_ok=True)
     uri = options.tracking_uri or default_tracking_uri(out)
     check_reachable(uri)
+    out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name(space.name)
     if experiment is None:
@@ -100,6 +102,8 @@ def prepare(space: SearchSpace, options: SweepOptions) -> tuple[SearchSpace, Swe
     client.log_artifact(parent.info.run_id, str(space.path), "space")
     state = SweepState(space.name, uri, experiment_id, parent.info.run_id,
                        f"sqlite:///{out.resolve() / 'optuna.db'}", space.trials, space.concurrency, options.smoke_test)
+    text = space.path.read_text()
+    atomic_write(out / SPACE_COPY, lambda tmp: Path(tmp).write_text(text))
     atomic_write(state_file, lambda tmp: Path(tmp).write_text(json.dumps(asdict(state), indent=2)))
     return space, state
 
@@ -124,7 +128,8 @@ def make_scheduler(space: SearchSpace):
     if not space.early_stopping.enabled:
         return FIFOScheduler()
     first = space.objectives[0]
-    return ASHAScheduler(metric=first.metric, mode=first.mode, time_attr="training_iteration",
+    # Our own epoch counter: Ray's training_iteration keeps counting across a restarted trial.
+    return ASHAScheduler(metric=first.metric, mode=first.mode, time_attr="epoch",
                          max_t=space.epochs, grace_period=min(space.early_stopping.grace_period, space.epochs),
                          reduction_factor=space.early_stopping.reduction_factor)
 
@@ -139,7 +144,10 @@ def run_sweep(space: SearchSpace, options: SweepOptions) -> list[dict]:
     """Run (or resume) the sweep; returns the rows of trials.parquet."""
     space, state = prepare(space, options)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the trimmed CLIReporter below, not the verbose default
-    # Short trials checkpoint often; Ray's warning about it is noise for a sweep of small models.
+    # Snapshot the experiment at every controller step, not every 10+ s: after a driver crash,
+    # trials started since the last snapshot would be lost to Ray (and re-sampled) though their
+    # results are already in MLflow and the table. At sweep scale a snapshot costs milliseconds.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if not ray.is_initialized():
         ray.init(address=options.address, include_dashboard=False, log_to_driver=options.verbose > 1,
@@ -162,7 +170,8 @@ def run_sweep(space: SearchSpace, options: SweepOptions) -> list[dict]:
             run_config=tune.RunConfig(
                 name=EXPERIMENT, storage_path=storage, callbacks=[recorder], verbose=options.verbose,
                 progress_reporter=make_reporter(space),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                # Two, so the checkpoint named by the latest snapshot still exists after a crash.
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                 failure_config=tune.FailureConfig(max_failures=options.max_failures)),
         )
     tuner.fit()
@@ -183,3 +192,11 @@ def load_state(out: Path) -> SweepState:
     if not path.is_file():
         raise UsageError(f"{out} holds no sweep ({STATE_FILE} missing)")
     return SweepState(**json.loads(path.read_text()))
+
+
+def load_sweep_space(out: Path) -> SearchSpace:
+    """The space a finished sweep ran with, from the copy in its folder."""
+    from sweeps.space import load_space
+
+    load_state(out)
+    return load_space(out / SPACE_COPY)

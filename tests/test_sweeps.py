@@ -1,0 +1,233 @@
+"""Sweeps end to end: a real local Ray, a real MLflow server on 127.0.0.1, a real Optuna RDB study."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from sweeps.results import read_table
+from sweeps.runner import load_state
+from sweeps.searcher import BudgetAwareOptunaSearch
+from sweeps.space import load_space
+from weightmom.cli import main
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def write_space(folder: Path, name: str, trials: int, **overrides) -> Path:
+    """A digits space small enough for 2 cores: 6 epochs, pruning done by epoch 3, ASHA at epoch 3.
+
+    The start points include hopeless learning rates, so ASHA has trials to stop early.
+    """
+    space = {
+        "name": name, "trials": trials, "concurrency": 2, "resources": {"cpu": 1, "gpu": 0},
+        "early_stopping": {"enabled": True, "grace_period": 3, "reduction_factor": 2},
+        "fixed": {"dataset": "digits", "model": "lenet300", "epochs": 6, "batch_size": 128, "device": "cpu",
+                  "pruner": {"prune_end": 3}},
+        "params": {"method": {"type": "categorical", "choices": ["weightmom", "gmp"]},
+                   "density": {"type": "float", "low": 0.03, "high": 0.3, "log": True},
+                   "lr": {"type": "float", "low": 0.0001, "high": 0.1, "log": True}},
+        "start_points": [{"method": "weightmom", "density": 0.1, "lr": 0.05},
+                         {"method": "gmp", "density": 0.05, "lr": 0.0001},
+                         {"method": "gmp", "density": 0.2, "lr": 0.05},
+                         {"method": "weightmom", "density": 0.03, "lr": 0.0001}],
+    }
+    for key, value in overrides.items():  # one level of merging: a test changes one param or fixed key
+        space[key] = {**space[key], **value} if isinstance(value, dict) and key in ("params", "fixed") else value
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(space))
+    return path
+
+
+def child_runs(client: MlflowClient, out: Path) -> list:
+    state = load_state(out)
+    return client.search_runs([state.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{state.parent_run_id}'")
+
+
+def test_budget_aware_search_reports_pruned_and_failed_truthfully(tmp_path: Path) -> None:
+    """Trap (b) without Ray's loop: only a trial at the full budget becomes COMPLETE."""
+    space = load_space(write_space(tmp_path, "unit", trials=3))
+    searcher = BudgetAwareOptunaSearch(space=space.define_by_run, metric=space.metrics, mode=space.modes,
+                                       storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'o.db'}"),
+                                       study_name="unit", budget=space.epochs)
+    for trial_id in ("stopped", "finished", "crashed"):
+        assert searcher.suggest(trial_id) is not None
+    searcher.on_trial_complete("stopped", {"epoch": 3, "test_accuracy": 0.99, "density": 0.01})
+    searcher.on_trial_complete("finished", {"epoch": 6, "test_accuracy": 0.9, "density": 0.1})
+    searcher.on_trial_complete("crashed", {"epoch": 2, "test_accuracy": 0.5, "density": 0.5}, error=True)
+    study = optuna.load_study(study_name="unit", storage=f"sqlite:///{tmp_path / 'o.db'}")
+    assert [t.state.name for t in study.trials] == ["PRUNED", "COMPLETE", "FAIL"]
+    assert study.trials[1].values == [0.9, 0.1] and study.trials[0].values is None
+    assert [t.number for t in study.best_trials] == [1]
+
+
+def test_sweep_logs_to_a_real_mlflow_server_and_optuna_study(tmp_path: Path, mlflow_server, local_ray,
+                                                              capsys) -> None:
+    out = tmp_path / "sweep"
+    space = write_space(tmp_path, "server-sweep", trials=6)
+    assert main(["sweep", str(space), "--out", str(out), "--tracking-uri", mlflow_server.uri, "--verbose", "0"]) == 0
+    assert "Pareto front" in capsys.readouterr().out
+
+    rows = read_table(out / "trials.parquet")
+    assert len(rows) == 6 and len({r["trial_id"] for r in rows}) == 6
+    states = {r["trial_id"]: r["state"] for r in rows}
+    assert set(states.values()) <= {"COMPLETE", "PRUNED"} and "PRUNED" in states.values()
+    for row in rows:
+        assert row["config.dataset"] == "digits" and row["config.method"] in ("weightmom", "gmp")
+        assert (row["epochs"] == 6) == (row["state"] == "COMPLETE")
+        assert row["mlflow_run_id"] and Path(row["checkpoint_path"], "model.pt").is_file()
+
+    # MLflow, read back through the client: a parent run with the plots, one child run per trial.
+    client = MlflowClient(mlflow_server.uri)
+    state = load_state(out)
+    parent = client.get_run(state.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.metrics["trials_finished"] == 6
+    artifacts = {a.path for a in client.list_artifacts(state.parent_run_id, "pareto")}
+    assert {"pareto/pareto_front.png", "pareto/pareto_front.html", "pareto/front.txt"} <= artifacts
+    children = child_runs(client, out)
+    assert sorted(r.data.tags["trial_id"] for r in children) == sorted(states)
+    for run in children:
+        trial_id = run.data.tags["trial_id"]
+        assert run.info.run_id == next(r["mlflow_run_id"] for r in rows if r["trial_id"] == trial_id)
+        assert run.data.tags["state"] == states[trial_id]
+        assert run.info.status == ("FINISHED" if states[trial_id] == "COMPLETE" else "KILLED")
+        assert run.data.params["model"] == "lenet300" and run.data.params["pruner.prune_end"] == "3"
+        history = client.get_metric_history(run.info.run_id, "test_accuracy")
+        epochs = 6 if states[trial_id] == "COMPLETE" else 3
+        assert [m.step for m in history] == list(range(1, epochs + 1))
+
+    # The study agrees, and early-stopped trials are PRUNED there and absent from the front.
+    study = optuna.load_study(study_name="server-sweep", storage=state.optuna_storage)
+    assert sorted(t.state.name for t in study.trials) == sorted(
+        {"COMPLETE": "COMPLETE", "PRUNED": "PRUNED"}[s] for s in states.values())
+    front = read_table(out / "pareto.parquet")
+    assert front and all(states[r["trial_id"]] == "COMPLETE" for r in front)
+    complete_values = sorted(tuple(t.values) for t in study.best_trials)
+    assert complete_values == sorted((r["test_accuracy"], r["density"]) for r in front)
+
+
+def test_best_picks_under_a_constraint_and_exports_the_pruned_model(tmp_path: Path, local_ray, capsys) -> None:
+    out = tmp_path / "sweep"
+    space = write_space(tmp_path, "best-sweep", trials=3, early_stopping=False)
+    assert main(["sweep", str(space), "--out", str(out), "--verbose", "0"]) == 0
+    rows = read_table(out / "trials.parquet")
+    cap = max(r["density"] for r in rows)
+    best = tmp_path / "best.yaml"
+    model = tmp_path / "best.pt"
+    assert main(["best", str(out), "--max-density", str(cap), "--out", str(best), "--export", str(model)]) == 0
+    chosen = max(rows, key=lambda r: r["test_accuracy"])
+    config = yaml.safe_load(best.read_text())
+    assert config["lr"] == chosen["config.lr"] and config["method"] == chosen["config.method"]
+
+    # The exported model is that trial's pruned network; the config retrains to the same result.
+    evaluated, retrained = tmp_path / "eval.json", tmp_path / "retrain.json"
+    assert main(["evaluate", str(model), "--json", str(evaluated)]) == 0
+    assert json.loads(evaluated.read_text())["test_accuracy"] == chosen["test_accuracy"]
+    assert main(["train", "--config", str(best), "--quiet", "--json", str(retrained)]) == 0
+    assert abs(json.loads(retrained.read_text())["test_accuracy"] - chosen["test_accuracy"]) <= 0.02
+
+    capsys.readouterr()
+    assert main(["best", str(out), "--max-density", "0.0001", "--out", str(tmp_path / "none.yaml")]) == 1
+    assert "no completed trial has density <= 0.0001" in capsys.readouterr().err
+    assert not (tmp_path / "none.yaml").exists()
+    assert main(["pareto", str(out)]) == 0
+    assert "Pareto front" in capsys.readouterr().out
+
+
+def test_killed_driver_resumes_without_duplicates(tmp_path: Path, mlflow_server) -> None:
+    out = tmp_path / "sweep"
+    space = write_space(tmp_path, "resume-sweep", trials=8)
+    command = [sys.executable, "-m", "weightmom", "sweep", str(space), "--out", str(out),
+               "--tracking-uri", mlflow_server.uri, "--verbose", "0"]
+    log = open(tmp_path / "first.log", "wb")
+    # Its own session, so the SIGKILL takes the driver and the Ray it started: a crashed laptop.
+    driver = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and driver.poll() is None:
+            if (out / "trials.parquet").exists() and pq.read_metadata(out / "trials.parquet").num_rows >= 2:
+                break
+            time.sleep(0.5)
+        assert driver.poll() is None, (tmp_path / "first.log").read_text()[-2000:]
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    finished_before = pq.read_metadata(out / "trials.parquet").num_rows
+    assert 2 <= finished_before < 8
+
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+
+    rows = read_table(out / "trials.parquet")
+    assert len(rows) == 8 and len({r["trial_id"] for r in rows}) == 8
+    assert all(r["state"] in ("COMPLETE", "PRUNED") for r in rows)
+    client = MlflowClient(mlflow_server.uri)
+    children = child_runs(client, out)
+    trial_ids = [r.data.tags["trial_id"] for r in children]
+    assert sorted(trial_ids) == sorted(r["trial_id"] for r in rows)  # one run per trial, none twice
+    assert not [r for r in children if r.info.status == "RUNNING"]
+    for run in children:  # no epoch logged twice, even for trials that were in flight at the kill
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "test_accuracy")]
+        assert steps == sorted(set(steps))
+    study = optuna.load_study(study_name="resume-sweep", storage=load_state(out).optuna_storage)
+    assert not [t for t in study.trials if t.state.name == "RUNNING"]
+    assert client.get_run(load_state(out).parent_run_id).info.status == "FINISHED"
+
+
+BAD_SPACES = {
+    "unknown key": ({"trails": 3}, "trails"),
+    "bad bounds": ({"params": {"lr": {"type": "float", "low": 0.1, "high": 0.01}}}, "params.lr"),
+    "unknown method": ({"params": {"method": {"type": "categorical", "choices": ["magic"]}}}, "magic"),
+    "unknown model": ({"fixed": {"model": "gpt5"}}, "gpt5"),
+    "objective nobody reports": ({"objectives": [{"metric": "f1", "mode": "max"}]}, "objectives.0.metric"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_SPACES)
+def test_bad_spaces_fail_before_any_trial(case: str, tmp_path: Path, capsys) -> None:
+    import ray
+
+    overrides, key = BAD_SPACES[case]
+    space = write_space(tmp_path, "bad", trials=2, **overrides)
+    out = tmp_path / "out"
+    assert main(["sweep", str(space), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad.yaml" in err and key in err
+    assert not out.exists() and not ray.is_initialized()
+
+
+def test_unreachable_tracking_server_fails_before_any_trial(tmp_path: Path, capsys) -> None:
+    from tests.conftest import free_port
+
+    out = tmp_path / "out"
+    space = write_space(tmp_path, "unreachable", trials=2)
+    started = time.monotonic()
+    code = main(["sweep", str(space), "--out", str(out), "--tracking-uri", f"http://127.0.0.1:{free_port()}"])
+    assert code == 2 and time.monotonic() - started < 60
+    err = capsys.readouterr().err
+    assert err.startswith("weightmom: error: cannot reach the MLflow tracking server") and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_resume_without_a_sweep_and_rerun_over_one_are_refused(tmp_path: Path, capsys) -> None:
+    space = write_space(tmp_path, "refused", trials=2)
+    assert main(["sweep", str(space), "--out", str(tmp_path / "none"), "--resume"]) == 2
+    assert "holds no sweep to resume" in capsys.readouterr().err
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "sweep.json").write_text("{}")
+    assert main(["sweep", str(space), "--out", str(tmp_path / "taken")]) == 2
+    assert "already holds a sweep" in capsys.readouterr().err
+    assert (tmp_path / "taken" / "sweep.json").read_text() == "{}"
