@@ -10,10 +10,12 @@ $(BIN)/weightmom: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(BIN)/weightmom
 
-.PHONY: demo test lint bench
+.PHONY: demo test lint bench mlflow-ui
+# The main job: a quick sweep on the embedded digits data (no download). runs/demo is scratch:
+# each `make demo` starts it afresh. Point --out elsewhere for sweeps you want to keep.
 demo: $(BIN)/weightmom
-	mkdir -p runs
-	$(BIN)/weightmom train --dataset digits --model lenet300 --method weightmom --density 0.05 --epochs 20 --json runs/demo.json
+	rm -rf runs/demo
+	$(BIN)/weightmom sweep digits-quick --trials 8 --out runs/demo
 
 test: $(BIN)/weightmom
 	$(BIN)/python -m pytest -q
@@ -23,3 +25,7 @@ lint: $(BIN)/weightmom
 
 bench: $(BIN)/weightmom
 	$(BIN)/python benchmarks/pruner_overhead.py
+	$(BIN)/python benchmarks/sweep_overhead.py
+
+mlflow-ui: $(BIN)/weightmom
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///runs/demo/mlflow.db --port 5000

@@ -127,19 +127,31 @@ def select_survivors(scores: torch.Tensor, mask: torch.Tensor, keep: int,
     """Remove the lowest-scored alive weights until `keep` remain.
 
     Only weights scoring below `threshold * mean(alive scores)` are eligible; if
-    too few are, fewer are removed and the layer lags (method.md, step 4).
+    too few are, fewer are removed and the layer lags (method.md, step 4). Dead
+    weights stay dead. Exactly min(alive - keep, eligible) weights are removed:
+    ties at the cut go in flat index order, first ones first.
     """
     alive = mask.bool()
-    excess = int(alive.sum()) - keep
+    n_alive = int(alive.sum())
+    excess = n_alive - keep
     if excess <= 0:
         return mask
-    eligible = alive
-    if threshold != float("inf"):
-        eligible = alive & (scores < threshold * scores[alive].mean())
-    remove = min(excess, int(eligible.sum()))
+    if threshold == float("inf"):
+        ineligible, n_eligible = ~alive, n_alive
+    else:
+        mean = scores.masked_fill(~alive, 0).sum() / n_alive
+        eligible = alive & (scores < threshold * mean)
+        ineligible, n_eligible = ~eligible, int(eligible.sum())
+    remove = min(excess, n_eligible)
     if remove == 0:
         return mask
-    ranked = torch.where(eligible, scores, torch.full_like(scores, float("inf"))).flatten()
-    new_mask = mask.clone().flatten()
-    new_mask[torch.topk(ranked, remove, largest=False).indices] = 0
-    return new_mask.view_as(mask)
+    # A selection (kthvalue), not a sort: the remove-th smallest eligible score is the cut.
+    ranked = scores.masked_fill(ineligible, float("inf"))
+    cut = torch.kthvalue(ranked.flatten(), remove).values
+    drop = ranked <= cut
+    if int(drop.sum()) != remove:   # ties at the cut: of those, drop only the first ones needed
+        below = ranked < cut
+        tied = (ranked == cut) & ~ineligible
+        needed = remove - int(below.sum())
+        drop = below | (tied & (tied.flatten().cumsum(0) <= needed).view_as(tied))
+    return mask.masked_fill(drop, 0)
