@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 EPOCH_METRICS = ("test_accuracy", "test_loss", "train_loss", "density", "compression_ratio", "lr")
 FLUSH_EVERY = 30   # buffered metric values per trial before a log_batch request
+PLOTS_EVERY_S = 30.0   # plots cost the driver a second of CPU that trials on the same machine want
 
 
 def flatten(prefix: str, values: dict) -> dict:
@@ -52,6 +53,7 @@ class SweepRecorder(Callback):
         self._runs: dict[str, str] = {}
         self._logged_epoch: dict[str, int] = {}
         self._buffers: dict[str, list] = {}
+        self._plotted_at = 0.0
 
     # Created lazily: Ray pickles callbacks into the experiment state, clients don't pickle.
     @property
@@ -152,7 +154,8 @@ class SweepRecorder(Callback):
         self._refresh_front()
 
     def _refresh_front(self, final: bool = False) -> None:
-        """Recompute the front from COMPLETE rows; rewrite pareto.parquet, plots, parent-run artifacts."""
+        """Recompute the front from COMPLETE rows: pareto.parquet and the hypervolume every time,
+        the plots and parent-run artifacts at most every PLOTS_EVERY_S and at the end."""
         metrics, modes = self.space.metrics, self.space.modes
         rows = self.table.rows()
         front = pareto.front_rows(rows, metrics, modes)
@@ -163,6 +166,14 @@ class SweepRecorder(Callback):
         complete = [r for r in rows if r["state"] == "COMPLETE"]
         values = np.array([[r[m] for m in metrics] for r in complete], dtype=float).reshape(-1, len(metrics))
         volume = pareto.hypervolume(values, modes, pareto.default_reference(metrics, modes, values)) if front else 0.0
+        step = len(complete)
+        self.mlflow.log_batch(self.parent_run_id, metrics=[
+            ("hypervolume", float(volume), int(time.time() * 1000), step),
+            ("front_size", float(len(front)), int(time.time() * 1000), step),
+            ("trials_finished", float(len(rows)), int(time.time() * 1000), step)])
+        if not final and time.monotonic() - self._plotted_at < PLOTS_EVERY_S:
+            return
+        self._plotted_at = time.monotonic()
         paths = []
         if front:
             plots.front_png(rows, front, metrics, modes, folder / "pareto_front.png")
@@ -174,11 +185,6 @@ class SweepRecorder(Callback):
         except Exception as err:  # plots are a view; a sweep must not die for them
             log.warning("study plots skipped: %s", err)
         paths += [folder / "front.txt"]
-        step = len(complete)
-        self.mlflow.log_batch(self.parent_run_id, metrics=[
-            ("hypervolume", float(volume), int(time.time() * 1000), step),
-            ("front_size", float(len(front)), int(time.time() * 1000), step),
-            ("trials_finished", float(len(rows)), int(time.time() * 1000), step)])
         for path in paths:
             self.mlflow.log_artifact(self.parent_run_id, str(path), "pareto")
         if final:

@@ -1,8 +1,16 @@
 """GSM, Global Sparse Momentum SGD (Ding et al. 2019): an optimizer rule, not a mask schedule.
 
-Each step, only the global top-Q weights by |w * dL/dw| keep their gradient;
-the rest see only weight decay (through the same momentum), so they decay
-towards zero. At the end, everything outside the last top-Q is pruned.
+Each step, only the global top-Q weights by |w * dL/dw| keep their gradient
+(ties at the Q-th value keep it too); the rest see only weight decay (through
+the same momentum), so they decay towards zero. At the end, everything outside
+the last top-Q is pruned.
+
+The Q-th largest saliency (the cut) is found by a selection, not a full sort:
+the minimum of an unsorted torch.topk (on CPU std::nth_element, or a partial
+sort when Q is under 1/64 of the weights; on CUDA a radix select). On one CPU
+thread it beat torch.kthvalue (a quickselect) on real GSM saliencies, lenet300
+with 50k and 1.2M weights and Q = 5%, by about 1.5x; on synthetic data neither
+wins consistently.
 """
 
 from __future__ import annotations
@@ -40,7 +48,7 @@ class GsmPruner(Pruner):
         self.epochs = context.epochs
         sizes = [l.weight.numel() for l in self.layers]
         self.keep = max(1, round(self.config.density * sum(sizes)))
-        # One flat saliency buffer, filled in place each step: selection is a kthvalue, not a sort.
+        # One flat saliency buffer, filled in place each step; the cut is a selection, not a sort.
         self._flat = torch.zeros(sum(sizes), dtype=torch.float32, device=self.layers[0].weight.device)
         self._views = [part.view(l.weight.shape) for part, l in zip(self._flat.split(sizes), self.layers)]
 
@@ -52,10 +60,10 @@ class GsmPruner(Pruner):
                     saliency.zero_()
                 else:
                     torch.mul(layer.weight, layer.weight.grad, out=saliency).abs_()
-            kth_largest = torch.kthvalue(self._flat, self._flat.numel() - self.keep + 1).values
+            kth_largest = torch.topk(self._flat, self.keep, sorted=False).values.min()
             for layer, saliency in zip(self.layers, self._views):
                 if layer.weight.grad is not None:
-                    layer.weight.grad.mul_(saliency >= kth_largest)
+                    layer.weight.grad.masked_fill_(saliency < kth_largest, 0)
 
     def on_epoch_end(self, epoch: int) -> None:
         if epoch == self.epochs:
