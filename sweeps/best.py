@@ -8,11 +8,10 @@ from pathlib import Path
 
 import yaml
 
+from sweeps.results import MODEL_FILE
 from weightmom.config import TrainConfig, build
 from weightmom.errors import UsageError, require
 from weightmom.files import atomic_write
-
-CHECKPOINT_FILE = "model.pt"
 
 
 class NothingQualifies(Exception):
@@ -68,7 +67,7 @@ def export_model(row: dict, path: str | Path) -> None:
     """Copy the trial's last checkpoint (already the sparse format) to `path`."""
     folder = row.get("checkpoint_path")
     require(bool(folder), f"trial {row['trial_id']} has no checkpoint")
-    source = Path(folder) / CHECKPOINT_FILE
+    source = Path(folder) / MODEL_FILE
     if not source.is_file():
         raise UsageError(f"trial {row['trial_id']}: checkpoint {source} not found "
                          "(on a cluster, run `weightmom best` where the sweep's storage is mounted)")

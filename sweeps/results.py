@@ -20,6 +20,8 @@ import pyarrow.parquet as pq
 from weightmom.errors import UsageError, require
 from weightmom.files import atomic_write
 
+MODEL_FILE = "model.pt"   # in a trial's checkpoint folder: the sparse pruned model (checkpoint_path column)
+
 _ENCODING = b"weightmom.encoding"
 _JSON = b"json"
 _MAX_EXACT_INT = 2**53  # ints beyond this are not exact in float64

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -115,8 +116,10 @@ def _params(values: dict) -> list:
 
 
 def make_searcher(space: SearchSpace, state: SweepState, seed: int) -> BudgetAwareOptunaSearch:
-    sampler = optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=seed,
-                                         n_startup_trials=min(10, max(2, space.trials // 3)))
+    with warnings.catch_warnings():  # `group` is "experimental" in Optuna 5; it is what conditional spaces need
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        sampler = optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=seed,
+                                             n_startup_trials=min(10, max(2, space.trials // 3)))
     return BudgetAwareOptunaSearch(
         space=space.define_by_run, metric=space.metrics, mode=space.modes, sampler=sampler,
         storage=optuna.storages.RDBStorage(state.optuna_storage), study_name=space.name,

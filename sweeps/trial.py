@@ -2,27 +2,54 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
+import time
 from pathlib import Path
 
+import torch
 from ray import tune
 
+from sweeps.results import MODEL_FILE
 from sweeps.space import SearchSpace
 from weightmom.training import TrainResult, train
 
-CHECKPOINT_FILE = "model.pt"
+STATE_FILE = "state.pt"   # the full training state: what a retried or resumed trial continues from
+# A dense training state is several times the sparse model; on a GPU sweep writing it to shared
+# storage every epoch would cost more than it saves. Tests set this to 0.
+CHECKPOINT_EVERY_S = float(os.environ.get("WEIGHTMOM_CHECKPOINT_EVERY_S", "120"))
 
 
 def run_trial(config: dict, space: SearchSpace) -> None:
-    """Train with `config`; report every epoch with the sparse model as the trial's checkpoint.
+    """Train with `config`, continuing from the trial's last checkpoint if Ray restored one.
 
-    Ray sets CUDA_VISIBLE_DEVICES to the trial's GPU share, and the default
-    device "auto" picks it up.
+    Reports every epoch; checkpoints the training state every CHECKPOINT_EVERY_S and the
+    pruned model at the end. Ray sets CUDA_VISIBLE_DEVICES to the trial's GPU share, and
+    the default device "auto" picks it up.
     """
+    train_config = space.train_config(config)
+    last_checkpoint = time.monotonic()
 
     def epoch_end(metrics: dict, result: TrainResult) -> None:
+        nonlocal last_checkpoint
+        final = metrics["epoch"] == train_config.epochs
+        if not final and time.monotonic() - last_checkpoint < CHECKPOINT_EVERY_S:
+            tune.report(metrics)
+            return
         with tempfile.TemporaryDirectory() as folder:
-            result.save(str(Path(folder) / CHECKPOINT_FILE))
+            result.save(str(Path(folder) / MODEL_FILE))
+            if not final:
+                result.save_state(str(Path(folder) / STATE_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
+        last_checkpoint = time.monotonic()
 
-    train(space.train_config(config), epoch_end=epoch_end, progress=False)
+    train(train_config, epoch_end=epoch_end, progress=False, resume=restored_state())
+
+
+def restored_state() -> dict | None:
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        path = Path(folder) / STATE_FILE
+        return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None

@@ -86,7 +86,9 @@ def test_sweep_logs_to_a_real_mlflow_server_and_optuna_study(tmp_path: Path, mlf
     for row in rows:
         assert row["config.dataset"] == "digits" and row["config.method"] in ("weightmom", "gmp")
         assert (row["epochs"] == 6) == (row["state"] == "COMPLETE")
-        assert row["mlflow_run_id"] and Path(row["checkpoint_path"], "model.pt").is_file()
+        assert row["mlflow_run_id"]
+        if row["state"] == "COMPLETE":  # the pruned model to export; stopped trials never reach it
+            assert Path(row["checkpoint_path"], "model.pt").is_file()
 
     # MLflow, read back through the client: a parent run with the plots, one child run per trial.
     client = MlflowClient(mlflow_server.uri)

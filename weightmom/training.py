@@ -40,6 +40,7 @@ class TrainResult:
     pruner: Pruner
     input_shape: tuple[int, ...]
     num_classes: int
+    state: dict | None = None   # everything `train(..., resume=state)` needs to continue this run
 
     def save(self, path: str) -> None:
         """The sparse checkpoint of this run (see weightmom.checkpoint)."""
@@ -47,6 +48,12 @@ class TrainResult:
 
         save_checkpoint(path, self.model, self.pruner.masks(), config=self.metrics["config"],
                         input_shape=self.input_shape, num_classes=self.num_classes, metrics=self.metrics)
+
+    def save_state(self, path: str) -> None:
+        """The full training state (dense, with optimizer and RNG): for resuming, not for shipping."""
+        from weightmom.checkpoint import atomic_save
+
+        atomic_save(self.state, path)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -106,11 +113,12 @@ def _autocast(device: torch.device):
 
 
 def train(config: TrainConfig, report: Report | None = None, dataset: TensorDataset | None = None,
-          progress: bool | None = None, epoch_end: EpochEnd | None = None) -> TrainResult:
+          progress: bool | None = None, epoch_end: EpochEnd | None = None, resume: dict | None = None) -> TrainResult:
     """Train `config.model` on `config.dataset` with `config.method` pruning; return final metrics.
 
     `report(metrics)` gets each epoch's metrics; `epoch_end(metrics, result)` also gets the
-    live result, so a caller can checkpoint the model mid-run (`result.save(path)`).
+    live result, so a caller can checkpoint mid-run (`result.save(path)`, `result.save_state(path)`).
+    `resume` is a saved `result.state`: the run continues after that epoch as if never stopped.
     """
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
@@ -137,15 +145,28 @@ def train(config: TrainConfig, report: Report | None = None, dataset: TensorData
                                         generator=torch.Generator().manual_seed(config.seed + 1)),
     )
     pruner.attach(model, optimizer, context)
+    first_epoch, seconds_before, epoch_metrics = 1, 0.0, {}
+    if resume is not None:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        pruner.load_state_dict(resume["pruner"])
+        shuffle.set_state(resume["shuffle"])
+        torch.set_rng_state(resume["torch_rng"])
+        first_epoch, seconds_before, epoch_metrics = resume["epoch"] + 1, resume["seconds"], resume["metrics"]
 
     def result(last_epoch: dict, seconds: float) -> TrainResult:
+        state = {"epoch": last_epoch["epoch"], "metrics": last_epoch, "seconds": seconds,
+                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "pruner": pruner.state_dict(),
+                 "shuffle": shuffle.get_state(), "torch_rng": torch.get_rng_state()}
         return TrainResult(_final_metrics(config, model, pruner, last_epoch, seconds), model, pruner,
-                           dataset.input_shape, dataset.num_classes)
+                           dataset.input_shape, dataset.num_classes, state)
 
     show = sys.stderr.isatty() if progress is None else progress
-    bar = tqdm(range(1, config.epochs + 1), desc=f"{config.model}/{config.method}", unit="epoch", disable=not show)
-    start = time.perf_counter()
-    epoch_metrics: dict = {}
+    bar = tqdm(range(first_epoch, config.epochs + 1), desc=f"{config.model}/{config.method}", unit="epoch",
+               initial=first_epoch - 1, total=config.epochs, disable=not show)
+    start = time.perf_counter() - seconds_before
     for epoch in bar:
         model.train()
         loss_sum = torch.zeros((), device=device)

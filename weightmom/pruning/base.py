@@ -114,6 +114,14 @@ class Pruner:
                         value.mul_(layer.mask)
         self._masks_active = True
 
+    # -- resumable state: what a checkpoint needs beyond the model and optimizer -------------
+    def state_dict(self) -> dict:
+        return {"masks": [layer.mask.clone() for layer in self.layers]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.set_masks([m.to(layer.mask.device) for m, layer in zip(state["masks"], self.layers)])
+        self._masks_active = not all(bool(layer.mask.all()) for layer in self.layers)
+
     def masks(self) -> dict[str, torch.Tensor]:
         """Boolean masks by parameter name, as torch.nn.utils.prune.custom_from_mask takes them."""
         return {layer.name: layer.mask.bool() for layer in self.layers}

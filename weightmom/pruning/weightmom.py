@@ -82,6 +82,16 @@ class WeightMomPruner(Pruner):
         self.fixed[0] = self.fixed[0] or not c.prune_first
         self.fixed[-1] = self.fixed[-1] or not c.prune_last
 
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "momentum": [m.clone() for m in self.momentum],
+                "observed": self._observed, "step": self._step, "final_done": self._final_done}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        for momentum, saved in zip(self.momentum, state["momentum"]):
+            momentum.copy_(saved)
+        self._observed, self._step, self._final_done = state["observed"], state["step"], state["final_done"]
+
     def observe(self) -> None:
         """m <- beta * m + (1 - beta) * |w|; m starts at |w|."""
         beta = self.config.beta
