@@ -6,7 +6,7 @@ about 10 s each), each with and without actor reuse. For each it prints the
 sweep's wall time against the ideal, the sum of the trials' own times divided
 by the concurrency. Target: at most 1.15x for trials of 10 s or more.
 
-    python benchmarks/sweep_overhead.py [--trials 6] [--concurrency 2]
+    python benchmarks/sweep_overhead.py [--trials 8] [--concurrency 2]
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def measure(space_file: Path, out: Path, reuse: bool, concurrency: int) -> tuple
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=6)
+    parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--concurrency", type=int, default=2)
     args = parser.parse_args()
     logging.getLogger("ray").setLevel(logging.ERROR)

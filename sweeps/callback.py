@@ -28,6 +28,7 @@ from sweeps.space import SearchSpace
 log = logging.getLogger(__name__)
 
 EPOCH_METRICS = ("test_accuracy", "test_loss", "train_loss", "density", "compression_ratio", "lr")
+PLACEMENT = ("node_id", "cuda_visible_devices", "resumed_from_epoch")   # table columns, not MLflow metrics
 FLUSH_EVERY = 30   # buffered metric values per trial before a log_batch request
 PLOTS_EVERY_S = 30.0   # plots cost the driver a second of CPU that trials on the same machine want
 
@@ -54,6 +55,7 @@ class SweepRecorder(Callback):
         self._logged_epoch: dict[str, int] = {}
         self._buffers: dict[str, list] = {}
         self._plotted_at = 0.0
+        self._unlogged: dict[str, tuple] = {}   # finished trials whose child run could not be created yet
 
     # Created lazily: Ray pickles callbacks into the experiment state, clients don't pickle.
     @property
@@ -69,10 +71,12 @@ class SweepRecorder(Callback):
         return self._table
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_mlflow": None, "_table": None, "_runs": {}, "_buffers": {}, "_logged_epoch": {}}
+        return {**self.__dict__, "_mlflow": None, "_table": None, "_runs": {}, "_buffers": {}, "_logged_epoch": {},
+                "_unlogged": {}}
 
     # -- Ray Tune hooks -------------------------------------------------------------------
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self._log_unlogged()
         self._run_for(trial)
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
@@ -87,6 +91,7 @@ class SweepRecorder(Callback):
             self._flush(trial)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._log_unlogged()
         finished = (trial.last_result or {}).get("epoch", 0) >= self.space.epochs
         self._finish(trial, "COMPLETE" if finished else "PRUNED")
 
@@ -94,11 +99,15 @@ class SweepRecorder(Callback):
         self._finish(trial, "FAILED", error=_error_message(trial))
 
     def on_experiment_end(self, trials, **info) -> None:
+        self._log_unlogged()
         self._refresh_front(final=True)
         unsent = self.mlflow.flush()
         if unsent:
             log.warning("%d MLflow writes could not be sent; they are kept in %s",
                         unsent, self.mlflow.pending_file)
+        if self._unlogged:
+            log.warning("no MLflow run could be created for trials %s; their results are in trials.parquet",
+                        ", ".join(self._unlogged))
 
     # -- pieces ---------------------------------------------------------------------------
     def _run_for(self, trial) -> str | None:
@@ -137,21 +146,40 @@ class SweepRecorder(Callback):
     def _finish(self, trial, state: str, error: str | None = None) -> None:
         self._flush(trial)
         run_id = self._run_for(trial)
+        if run_id is None:  # tracking server down: log this trial when it is back
+            self._unlogged[trial.trial_id] = (trial, state, error)
         last = trial.last_result or {}
         row = {
             "trial_id": trial.trial_id, "state": state,
             **{f"config.{k}": v for k, v in flatten("", dict(trial.config)).items()},
             **{k: last.get(k) for k in EPOCH_METRICS},
             "epochs": last.get("epoch"), "train_seconds": last.get("time_total_s"),
+            **{k: last.get(k) for k in PLACEMENT},
             "mlflow_run_id": run_id, "checkpoint_path": trial.checkpoint.path if trial.checkpoint else None,
             "error": error, "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
         if run_id:
-            finals = [(f"final_{k}", float(last[k]), int(time.time() * 1000), 0) for k in EPOCH_METRICS if k in last]
-            self.mlflow.log_batch(run_id, metrics=finals, tags={"state": state, **({"error": error} if error else {})})
-            self.mlflow.set_terminated(run_id, {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED"))
+            self._log_final(trial, run_id, state, error)
         self.table.upsert(row)
         self._refresh_front()
+
+    def _log_final(self, trial, run_id: str, state: str, error: str | None) -> None:
+        last = trial.last_result or {}
+        finals = [(f"final_{k}", float(last[k]), int(time.time() * 1000), 0) for k in EPOCH_METRICS if k in last]
+        self.mlflow.log_batch(run_id, metrics=finals, tags={"state": state, **({"error": error} if error else {})})
+        self.mlflow.set_terminated(run_id, {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED"))
+
+    def _log_unlogged(self) -> None:
+        """Create the runs that an unreachable server refused earlier, with all their metrics."""
+        for trial_id, (trial, state, error) in list(self._unlogged.items()):
+            run_id = self._run_for(trial)
+            if run_id is None:
+                return
+            self._flush(trial)
+            self._log_final(trial, run_id, state, error)
+            self.table.upsert({**next(r for r in self.table.rows() if r["trial_id"] == trial_id),
+                               "mlflow_run_id": run_id})
+            del self._unlogged[trial_id]
 
     def _refresh_front(self, final: bool = False) -> None:
         """Recompute the front from COMPLETE rows: pareto.parquet and the hypervolume every time,

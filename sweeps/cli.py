@@ -21,6 +21,9 @@ def add_parsers(commands) -> None:
     p.add_argument("--out", default=None, help="output folder (default runs/<space name>)")
     p.add_argument("--tracking-uri", dest="tracking_uri", help="MLflow server, e.g. http://127.0.0.1:5000")
     p.add_argument("--address", help="Ray cluster address, e.g. auto on the head node")
+    p.add_argument("--storage-path", dest="storage_path",
+                   help="trial checkpoints: s3://... or a shared folder on a cluster "
+                        "(default: the space's storage_path, else OUT/ray)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted sweep in --out")
     p.add_argument("--smoke-test", dest="smoke_test", action="store_true", help="2 trials of 1 epoch")
     p.add_argument("--no-reuse-actors", dest="reuse_actors", action="store_false")
@@ -45,7 +48,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     space = load_space(args.space)
     out = Path(args.out or f"runs/{space.name}")
     options = SweepOptions(out=out, trials=args.trials, concurrency=args.concurrency,
-                           tracking_uri=args.tracking_uri, address=args.address, resume=args.resume,
+                           tracking_uri=args.tracking_uri, address=args.address, storage_path=args.storage_path,
+                           resume=args.resume,
                            smoke_test=args.smoke_test, reuse_actors=args.reuse_actors, seed=args.seed,
                            verbose=args.verbose)
     rows = run_sweep(space, options)

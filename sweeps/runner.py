@@ -26,6 +26,7 @@ from sweeps.mlflow_client import check_reachable, default_tracking_uri
 from sweeps.results import ResultsTable
 from sweeps.searcher import BudgetAwareOptunaSearch
 from sweeps.space import SearchSpace
+from sweeps.storage import check_shared, default_storage, ensure_local
 from sweeps.trial import run_trial
 from weightmom.errors import UsageError, require
 from weightmom.files import atomic_write
@@ -42,6 +43,7 @@ class SweepOptions:
     concurrency: int | None = None     # overrides the space's
     tracking_uri: str | None = None    # default: sqlite in `out`
     address: str | None = None         # Ray cluster address ("auto" on a cluster's head); None: local
+    storage_path: str | None = None    # trial checkpoints; default: the space's, else `out`/ray
     resume: bool = False
     smoke_test: bool = False
     reuse_actors: bool = True
@@ -59,13 +61,24 @@ class SweepState:
     experiment_id: str
     parent_run_id: str
     optuna_storage: str
+    storage: str
     trials: int
     concurrency: int
     smoke_test: bool
 
 
-def prepare(space: SearchSpace, options: SweepOptions) -> tuple[SearchSpace, SweepState]:
-    """Check everything that can fail before Ray starts; create or re-attach the parent run."""
+@dataclass(frozen=True)
+class Plan:
+    """A checked sweep that has written nothing yet."""
+
+    space: SearchSpace
+    tracking_uri: str
+    storage: str
+    state: SweepState | None   # set when resuming
+
+
+def plan(space: SearchSpace, options: SweepOptions) -> Plan:
+    """Every check that needs no Ray and writes nothing: a bad request fails here, at once."""
     out = options.out
     state_file = out / STATE_FILE
     if options.resume:
@@ -76,7 +89,7 @@ def prepare(space: SearchSpace, options: SweepOptions) -> tuple[SearchSpace, Swe
         space = replace(space.smoke_test() if state.smoke_test else space,
                         trials=state.trials, concurrency=state.concurrency)
         check_reachable(state.tracking_uri)
-        return space, state
+        return Plan(space, state.tracking_uri, state.storage, state)
     require(not state_file.exists(), f"{out} already holds a sweep; pass --resume to continue it, or another --out")
     if options.smoke_test:
         space = space.smoke_test()
@@ -85,6 +98,14 @@ def prepare(space: SearchSpace, options: SweepOptions) -> tuple[SearchSpace, Swe
     require(space.trials >= 1 and space.concurrency >= 1, "--trials and --concurrency must be >= 1")
     uri = options.tracking_uri or default_tracking_uri(out)
     check_reachable(uri)
+    return Plan(space, uri, options.storage_path or space.storage_path or default_storage(out), None)
+
+
+def start_records(plan: Plan, options: SweepOptions) -> SweepState:
+    """Create the parent run, the sweep folder and its state file (or return the resumed state)."""
+    if plan.state is not None:
+        return plan.state
+    space, out, uri = plan.space, options.out, plan.tracking_uri
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     client = MlflowClient(uri)
@@ -98,15 +119,15 @@ def prepare(space: SearchSpace, options: SweepOptions) -> tuple[SearchSpace, Swe
                                tags={"sweep_dir": str(out.resolve()), "space_file": str(space.path)})
     client.log_batch(parent.info.run_id, params=_params({
         "space": space.name, "trials": space.trials, "concurrency": space.concurrency,
-        "objectives": ", ".join(f"{o.metric} {o.mode}" for o in space.objectives),
+        "objectives": ", ".join(f"{o.metric} {o.mode}" for o in space.objectives), "storage": plan.storage,
         "early_stopping": space.early_stopping.enabled, **{f"fixed.{k}": v for k, v in space.fixed.items()}}))
     client.log_artifact(parent.info.run_id, str(space.path), "space")
-    state = SweepState(space.name, uri, experiment_id, parent.info.run_id,
-                       f"sqlite:///{out.resolve() / 'optuna.db'}", space.trials, space.concurrency, options.smoke_test)
+    state = SweepState(space.name, uri, experiment_id, parent.info.run_id, f"sqlite:///{out.resolve() / 'optuna.db'}",
+                       plan.storage, space.trials, space.concurrency, options.smoke_test)
     text = space.path.read_text()
     atomic_write(out / SPACE_COPY, lambda tmp: Path(tmp).write_text(text))
-    atomic_write(state_file, lambda tmp: Path(tmp).write_text(json.dumps(asdict(state), indent=2)))
-    return space, state
+    atomic_write(out / STATE_FILE, lambda tmp: Path(tmp).write_text(json.dumps(asdict(state), indent=2)))
+    return state
 
 
 def _params(values: dict) -> list:
@@ -145,7 +166,8 @@ def make_reporter(space: SearchSpace) -> tune.CLIReporter:
 
 def run_sweep(space: SearchSpace, options: SweepOptions) -> list[dict]:
     """Run (or resume) the sweep; returns the rows of trials.parquet."""
-    space, state = prepare(space, options)
+    checked = plan(space, options)
+    space = checked.space
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the trimmed CLIReporter below, not the verbose default
     # Snapshot the experiment at every controller step, not every 10+ s: after a driver crash,
     # trials started since the last snapshot would be lost to Ray (and re-sampled) though their
@@ -153,15 +175,20 @@ def run_sweep(space: SearchSpace, options: SweepOptions) -> list[dict]:
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if not ray.is_initialized():
+        # Workers learn the tracking server (and checkpoint cadence) from the job's runtime env.
+        env = {"MLFLOW_TRACKING_URI": checked.tracking_uri,
+               **{k: os.environ[k] for k in ("WEIGHTMOM_CHECKPOINT_EVERY_S",) if k in os.environ}}
         ray.init(address=options.address, include_dashboard=False, log_to_driver=options.verbose > 1,
-                 configure_logging=False)
-    storage = str((options.out / "ray").resolve())
-    trainable = tune.with_resources(tune.with_parameters(run_trial, space=space),
-                                    {"cpu": space.resources.cpu, "gpu": space.resources.gpu})
+                 configure_logging=False, runtime_env={"env_vars": env})
+    resources = {"cpu": space.resources.cpu, "gpu": space.resources.gpu}
+    check_shared(checked.storage, resources)
+    state = start_records(checked, options)
+    ensure_local(state.storage)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, space=space), resources)
+    experiment = f"{state.storage.rstrip('/')}/{EXPERIMENT}"
     if options.resume:
-        require(tune.Tuner.can_restore(f"{storage}/{EXPERIMENT}"),
-                f"--resume: no Ray experiment state under {storage}/{EXPERIMENT}")
-        tuner = tune.Tuner.restore(f"{storage}/{EXPERIMENT}", trainable, resume_unfinished=True, resume_errored=False)
+        require(tune.Tuner.can_restore(experiment), f"--resume: no Ray experiment state under {experiment}")
+        tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=False)
     else:
         recorder = SweepRecorder(space, options.out.resolve(), state.tracking_uri, state.experiment_id,
                                  state.parent_run_id, state.optuna_storage)
@@ -171,7 +198,7 @@ def run_sweep(space: SearchSpace, options: SweepOptions) -> list[dict]:
                                         scheduler=make_scheduler(space), num_samples=space.trials,
                                         max_concurrent_trials=space.concurrency, reuse_actors=options.reuse_actors),
             run_config=tune.RunConfig(
-                name=EXPERIMENT, storage_path=storage, callbacks=[recorder], verbose=options.verbose,
+                name=EXPERIMENT, storage_path=state.storage, callbacks=[recorder], verbose=options.verbose,
                 progress_reporter=make_reporter(space),
                 # Two, so the checkpoint named by the latest snapshot still exists after a crash.
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),

@@ -7,6 +7,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import ray
 import torch
 from ray import tune
 
@@ -29,9 +30,15 @@ def run_trial(config: dict, space: SearchSpace) -> None:
     """
     train_config = space.train_config(config)
     last_checkpoint = time.monotonic()
+    resume = restored_state()
+    # Where the trial ran and what it continued from: the evidence for placement and retries.
+    placement = {"node_id": ray.get_runtime_context().get_node_id(),
+                 "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
+                 "resumed_from_epoch": resume["epoch"] if resume else 0}
 
     def epoch_end(metrics: dict, result: TrainResult) -> None:
         nonlocal last_checkpoint
+        metrics |= placement
         final = metrics["epoch"] == train_config.epochs
         if not final and time.monotonic() - last_checkpoint < CHECKPOINT_EVERY_S:
             tune.report(metrics)
@@ -43,7 +50,7 @@ def run_trial(config: dict, space: SearchSpace) -> None:
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
         last_checkpoint = time.monotonic()
 
-    train(train_config, epoch_end=epoch_end, progress=False, resume=restored_state())
+    train(train_config, epoch_end=epoch_end, progress=False, resume=resume)
 
 
 def restored_state() -> dict | None:
