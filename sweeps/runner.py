@@ -14,6 +14,7 @@ import os
 import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from urllib.parse import urlparse
 
 import optuna
 import ray
@@ -33,7 +34,6 @@ from weightmom.files import atomic_write
 
 STATE_FILE = "sweep.json"
 SPACE_COPY = "space.yaml"  # the sweep folder carries its space: `pareto` and `best` need nothing else
-EXPERIMENT = "sweep"   # Ray's experiment folder name under the storage path
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,7 @@ class SweepState:
     parent_run_id: str
     optuna_storage: str
     storage: str
+    ray_experiment: str   # folder under `storage`: unique per sweep, so sweeps can share a bucket
     trials: int
     concurrency: int
     smoke_test: bool
@@ -123,7 +124,8 @@ def start_records(plan: Plan, options: SweepOptions) -> SweepState:
         "early_stopping": space.early_stopping.enabled, **{f"fixed.{k}": v for k, v in space.fixed.items()}}))
     client.log_artifact(parent.info.run_id, str(space.path), "space")
     state = SweepState(space.name, uri, experiment_id, parent.info.run_id, f"sqlite:///{out.resolve() / 'optuna.db'}",
-                       plan.storage, space.trials, space.concurrency, options.smoke_test)
+                       plan.storage, f"{space.name}-{parent.info.run_id[:8]}", space.trials, space.concurrency,
+                       options.smoke_test)
     text = space.path.read_text()
     atomic_write(out / SPACE_COPY, lambda tmp: Path(tmp).write_text(text))
     atomic_write(out / STATE_FILE, lambda tmp: Path(tmp).write_text(json.dumps(asdict(state), indent=2)))
@@ -175,9 +177,11 @@ def run_sweep(space: SearchSpace, options: SweepOptions) -> list[dict]:
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if not ray.is_initialized():
-        # Workers learn the tracking server (and checkpoint cadence) from the job's runtime env.
-        env = {"MLFLOW_TRACKING_URI": checked.tracking_uri,
-               **{k: os.environ[k] for k in ("WEIGHTMOM_CHECKPOINT_EVERY_S",) if k in os.environ}}
+        # Workers learn the tracking server (unless it is this machine's loopback, which they could
+        # not reach) and the checkpoint cadence from the job's runtime env.
+        env = {k: os.environ[k] for k in ("WEIGHTMOM_CHECKPOINT_EVERY_S",) if k in os.environ}
+        if urlparse(checked.tracking_uri).hostname not in ("127.0.0.1", "localhost", None):
+            env["MLFLOW_TRACKING_URI"] = checked.tracking_uri
         ray.init(address=options.address, include_dashboard=False, log_to_driver=options.verbose > 1,
                  configure_logging=False, runtime_env={"env_vars": env})
     resources = {"cpu": space.resources.cpu, "gpu": space.resources.gpu}
@@ -185,7 +189,7 @@ def run_sweep(space: SearchSpace, options: SweepOptions) -> list[dict]:
     state = start_records(checked, options)
     ensure_local(state.storage)
     trainable = tune.with_resources(tune.with_parameters(run_trial, space=space), resources)
-    experiment = f"{state.storage.rstrip('/')}/{EXPERIMENT}"
+    experiment = f"{state.storage.rstrip('/')}/{state.ray_experiment}"
     if options.resume:
         require(tune.Tuner.can_restore(experiment), f"--resume: no Ray experiment state under {experiment}")
         tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=False)
@@ -198,7 +202,7 @@ def run_sweep(space: SearchSpace, options: SweepOptions) -> list[dict]:
                                         scheduler=make_scheduler(space), num_samples=space.trials,
                                         max_concurrent_trials=space.concurrency, reuse_actors=options.reuse_actors),
             run_config=tune.RunConfig(
-                name=EXPERIMENT, storage_path=state.storage, callbacks=[recorder], verbose=options.verbose,
+                name=state.ray_experiment, storage_path=state.storage, callbacks=[recorder], verbose=options.verbose,
                 progress_reporter=make_reporter(space),
                 # Two, so the checkpoint named by the latest snapshot still exists after a crash.
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
