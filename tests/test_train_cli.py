@@ -166,3 +166,11 @@ def test_importing_weightmom_does_not_import_the_sweep_stack() -> None:
             "bad = [m for m in ('ray', 'optuna', 'mlflow') if m in sys.modules]; print(bad); sys.exit(bool(bad))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_diverging_training_is_one_line_and_exit_1(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "out.json"
+    assert main(["train", "--quiet", "--epochs", "2", "--lr", "1e6", "--json", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("weightmom: error: training diverged in epoch 1") and err.count("\n") == 1
+    assert not out.exists()

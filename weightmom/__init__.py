@@ -7,7 +7,7 @@ A plain PyTorch library: no Ray, Optuna or MLflow here (those live in `sweeps`).
 """
 
 from weightmom.config import TrainConfig, resolve_config
-from weightmom.errors import UsageError
-from weightmom.training import TrainingDiverged, TrainResult, evaluate, train
+from weightmom.errors import TrainingDiverged, UsageError
+from weightmom.training import TrainResult, evaluate, train
 
 __all__ = ["TrainConfig", "TrainResult", "TrainingDiverged", "UsageError", "evaluate", "resolve_config", "train"]

@@ -12,7 +12,7 @@ import math
 import sys
 from pathlib import Path
 
-from weightmom.errors import UsageError
+from weightmom.errors import TrainingDiverged, UsageError
 from weightmom.files import atomic_write, check_writable
 
 EXIT_USAGE = 2
@@ -152,8 +152,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("weightmom: interrupted", file=sys.stderr)
         return 130
-    except RuntimeError as err:
-        if type(err).__name__ != "TrainingDiverged":
-            raise
+    except TrainingDiverged as err:
         print(f"weightmom: error: {err}", file=sys.stderr)
         return 1

@@ -9,6 +9,10 @@ class UsageError(ValueError):
     """Invalid user input: an unknown name, a value out of range, a bad path."""
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; a sweep records the trial as failed with this reason."""
+
+
 def require(condition: bool, message: str) -> None:
     """Raise UsageError(message) unless `condition` holds; keeps validation one line each."""
     if not condition:

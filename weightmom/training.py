@@ -20,17 +20,13 @@ from tqdm.auto import tqdm
 
 from weightmom.config import TrainConfig, config_to_dict
 from weightmom.data import TensorDataset, iterate_batches, load_dataset
-from weightmom.errors import UsageError
+from weightmom.errors import TrainingDiverged, UsageError
 from weightmom.metrics import sparsity_report
 from weightmom.models import create_model
 from weightmom.pruning import Pruner, TrainingContext, create_pruner, pruner_config
 
 Report = Callable[[dict], None]
 EpochEnd = Callable[[dict, "TrainResult"], None]
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; a sweep records the trial as failed with this reason."""
 
 
 @dataclass
@@ -155,12 +151,12 @@ def train(config: TrainConfig, report: Report | None = None, dataset: TensorData
         torch.set_rng_state(resume["torch_rng"])
         first_epoch, seconds_before, epoch_metrics = resume["epoch"] + 1, resume["seconds"], resume["metrics"]
 
-    def result(last_epoch: dict, seconds: float) -> TrainResult:
+    def result(last_epoch: dict, seconds: float, sparsity: dict | None = None) -> TrainResult:
         state = {"epoch": last_epoch["epoch"], "metrics": last_epoch, "seconds": seconds,
                  "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "pruner": pruner.state_dict(),
                  "shuffle": shuffle.get_state(), "torch_rng": torch.get_rng_state()}
-        return TrainResult(_final_metrics(config, model, pruner, last_epoch, seconds), model, pruner,
+        return TrainResult(_final_metrics(config, model, pruner, last_epoch, seconds, sparsity), model, pruner,
                            dataset.input_shape, dataset.num_classes, state)
 
     show = sys.stderr.isatty() if progress is None else progress
@@ -197,18 +193,19 @@ def train(config: TrainConfig, report: Report | None = None, dataset: TensorData
         if report is not None:
             report(dict(epoch_metrics))
         if epoch_end is not None:
-            epoch_end(dict(epoch_metrics), result(epoch_metrics, time.perf_counter() - start))
+            epoch_end(dict(epoch_metrics), result(epoch_metrics, time.perf_counter() - start, sparsity))
     pruner.on_train_end()
     return result(epoch_metrics, time.perf_counter() - start)
 
 
-def _final_metrics(config: TrainConfig, model: nn.Module, pruner: Pruner, last_epoch: dict, seconds: float) -> dict:
+def _final_metrics(config: TrainConfig, model: nn.Module, pruner: Pruner, last_epoch: dict, seconds: float,
+                   sparsity: dict | None = None) -> dict:
     """The `--json` content: last epoch's quality, what the network keeps, and the resolved configs."""
     resolved = replace(config, density=config.target_density)
     return {
         "test_accuracy": last_epoch["test_accuracy"], "test_loss": last_epoch["test_loss"],
         "train_loss": last_epoch["train_loss"], "epochs": last_epoch["epoch"], "train_seconds": seconds,
-        **sparsity_report(model),
+        **(sparsity or sparsity_report(model)),
         "model": config.model, "dataset": config.dataset, "method": config.method,
         "config": config_to_dict(resolved), "pruner_config": config_to_dict(pruner.config),
     }
