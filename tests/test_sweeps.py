@@ -233,3 +233,11 @@ def test_resume_without_a_sweep_and_rerun_over_one_are_refused(tmp_path: Path, c
     assert main(["sweep", str(space), "--out", str(tmp_path / "taken")]) == 2
     assert "already holds a sweep" in capsys.readouterr().err
     assert (tmp_path / "taken" / "sweep.json").read_text() == "{}"
+
+
+def test_smoke_test_runs_two_one_epoch_trials_of_the_shipped_default(tmp_path: Path, local_ray, capsys) -> None:
+    out = tmp_path / "smoke"
+    assert main(["sweep", "digits-quick", "--smoke-test", "--out", str(out), "--verbose", "0"]) == 0
+    rows = read_table(out / "trials.parquet")
+    assert len(rows) == 2 and all(r["state"] == "COMPLETE" and r["epochs"] == 1 for r in rows)
+    assert yaml.safe_load((out / "space.yaml").read_text())["name"] == "digits-quick"
