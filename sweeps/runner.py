@@ -182,7 +182,9 @@ def run_sweep(space: SearchSpace, options: SweepOptions) -> list[dict]:
         env = {k: os.environ[k] for k in ("WEIGHTMOM_CHECKPOINT_EVERY_S",) if k in os.environ}
         if urlparse(checked.tracking_uri).hostname not in ("127.0.0.1", "localhost", None):
             env["MLFLOW_TRACKING_URI"] = checked.tracking_uri
-        ray.init(address=options.address, include_dashboard=False, log_to_driver=options.verbose > 1,
+        # No --address means this machine alone: "local" starts a fresh Ray even if another one runs here
+        # (plain ray.init() would silently join it). A cluster is joined only when asked, e.g. --address auto.
+        ray.init(address=options.address or "local", include_dashboard=False, log_to_driver=options.verbose > 1,
                  configure_logging=False, runtime_env={"env_vars": env})
     resources = {"cpu": space.resources.cpu, "gpu": space.resources.gpu}
     check_shared(checked.storage, resources)
