@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 EPOCH_METRICS = ("test_accuracy", "test_loss", "train_loss", "density", "compression_ratio", "lr")
 PLACEMENT = ("node_id", "cuda_visible_devices", "resumed_from_epoch")   # table columns, not MLflow metrics
 FLUSH_EVERY = 30   # buffered metric values per trial before a log_batch request
+FINAL_WAIT_S = 60.0    # at the end, how long to wait for an unreachable tracking server
 PLOTS_EVERY_S = 30.0   # plots cost the driver a second of CPU that trials on the same machine want
 
 
@@ -90,6 +91,12 @@ class SweepRecorder(Callback):
         if len(buffer) >= FLUSH_EVERY:
             self._flush(trial)
 
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
+        # After a driver crash the trial continues from this checkpoint and never reports the
+        # epochs before it again: they must be in MLflow (or the pending file) before Ray's
+        # experiment snapshot names the checkpoint. Ray calls this after on_trial_result.
+        self._flush(trial)
+
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._log_unlogged()
         finished = (trial.last_result or {}).get("epoch", 0) >= self.space.epochs
@@ -99,9 +106,17 @@ class SweepRecorder(Callback):
         self._finish(trial, "FAILED", error=_error_message(trial))
 
     def on_experiment_end(self, trials, **info) -> None:
-        self._log_unlogged()
+        # The trials are done, so waiting costs no GPU time: give a tracking server that is down
+        # FINAL_WAIT_S to come back before settling for the pending file.
+        deadline = time.monotonic() + FINAL_WAIT_S
+        while True:
+            self.mlflow.flush(force=True)
+            self._log_unlogged()
+            if not (self.mlflow.pending or self._unlogged) or time.monotonic() > deadline:
+                break
+            time.sleep(2.0)
         self._refresh_front(final=True)
-        unsent = self.mlflow.flush()
+        unsent = self.mlflow.flush(force=True)
         if unsent:
             log.warning("%d MLflow writes could not be sent; they are kept in %s",
                         unsent, self.mlflow.pending_file)

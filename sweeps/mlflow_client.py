@@ -59,21 +59,31 @@ class _Rejected(Exception):
 
 
 class ResilientClient:
-    """The few MlflowClient writes a sweep needs, with retries and a replay queue."""
+    """The few MlflowClient writes a sweep needs, with retries and a replay queue.
 
-    def __init__(self, uri: str, pending_file: Path, attempts: int = 3, backoff: float = 0.5) -> None:
+    After a call fails for good, the server is left alone for `cooldown` seconds: writes go
+    straight to the queue and reads return None, so an outage does not stall the driver (and
+    with it every trial waiting to report) for seconds per write.
+    """
+
+    def __init__(self, uri: str, pending_file: Path, attempts: int = 3, backoff: float = 0.5,
+                 cooldown: float = 10.0) -> None:
         for key, value in HTTP_SETTINGS.items():
             os.environ.setdefault(key, value)
         self.client = MlflowClient(uri)
         self.pending_file = pending_file
         self.attempts = attempts
         self.backoff = backoff
+        self.cooldown = cooldown
+        self._down_until = 0.0
         self.pending: list[dict] = []
         if pending_file.exists():
             self.pending = [json.loads(line) for line in pending_file.read_text().splitlines() if line]
 
     # -- reads and run creation: needed now, so retried but not queued ---------------------
     def retry(self, fn, *args, **kwargs):
+        if time.monotonic() < self._down_until:
+            return None
         for attempt in range(self.attempts):
             try:
                 return fn(*args, **kwargs)
@@ -82,6 +92,7 @@ class ResilientClient:
             except Exception as err:
                 if attempt == self.attempts - 1:
                     log.warning("MLflow call %s failed: %s", getattr(fn, "__name__", fn), err)
+                    self._down_until = time.monotonic() + self.cooldown
                     return None
                 time.sleep(self.backoff * 2 ** attempt)
 
@@ -98,8 +109,10 @@ class ResilientClient:
     def log_artifact(self, run_id: str, local_path: str, artifact_path: str | None = None) -> None:
         self._send({"op": "log_artifact", "run_id": run_id, "local_path": local_path, "artifact_path": artifact_path})
 
-    def flush(self) -> int:
-        """Replay queued writes in order; returns how many are still unsent."""
+    def flush(self, force: bool = False) -> int:
+        """Replay queued writes in order; returns how many are still unsent. `force` ignores the cooldown."""
+        if force:
+            self._down_until = 0.0
         while self.pending:
             if not self._try(self.pending[0]):
                 break

@@ -23,7 +23,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from sweeps.callback import SweepRecorder
-from sweeps.mlflow_client import check_reachable, default_tracking_uri
+from sweeps.mlflow_client import ResilientClient, check_reachable, default_tracking_uri
 from sweeps.results import ResultsTable
 from sweeps.searcher import BudgetAwareOptunaSearch
 from sweeps.space import SearchSpace
@@ -212,7 +212,9 @@ def run_sweep(space: SearchSpace, options: SweepOptions) -> list[dict]:
         )
     tuner.fit()
     close_orphans(space, state)
-    MlflowClient(state.tracking_uri).set_terminated(state.parent_run_id, "FINISHED")
+    # Queued like every other write when the server is down: a finished sweep must not end in a traceback.
+    ResilientClient(state.tracking_uri, options.out / "mlflow_pending.jsonl").set_terminated(
+        state.parent_run_id, "FINISHED")
     return ResultsTable(options.out / "trials.parquet").rows()
 
 
