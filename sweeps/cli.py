@@ -59,7 +59,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     uri = f"sqlite:///{(out / 'mlflow.db').resolve()}" if args.tracking_uri is None else args.tracking_uri
     print(f"\nResults: {out}/trials.parquet, {out}/pareto.parquet, plots in {out}/plots/")
     print(f"MLflow UI: mlflow ui --backend-store-uri {uri}" if args.tracking_uri is None else f"MLflow: {uri}")
-    print(f"Best config: weightmom best {out} --max-density 0.05 --out best.yaml --export best.pt")
+    print(f"Best config: weightmom best {out} --max-density 0.1 --out best.yaml --export best.pt")
     return 0
 
 
