@@ -18,6 +18,7 @@ from urllib.parse import urlparse
 
 import optuna
 import ray
+from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -132,9 +133,7 @@ def start_records(plan: Plan, options: SweepOptions) -> SweepState:
     return state
 
 
-def _params(values: dict) -> list:
-    from mlflow.entities import Param
-
+def _params(values: dict) -> list[Param]:
     return [Param(k, str(v)) for k, v in values.items()]
 
 

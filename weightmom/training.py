@@ -11,7 +11,7 @@ import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +36,12 @@ class TrainResult:
     pruner: Pruner
     input_shape: tuple[int, ...]
     num_classes: int
-    state: dict | None = None   # everything `train(..., resume=state)` needs to continue this run
+    capture_state: Callable[[], dict] | None = field(default=None, repr=False)
+
+    @property
+    def state(self) -> dict | None:
+        """Everything `train(..., resume=state)` needs to continue this run; built only when asked for."""
+        return self.capture_state() if self.capture_state is not None else None
 
     def save(self, path: str) -> None:
         """The sparse checkpoint of this run (see weightmom.checkpoint)."""
@@ -152,12 +157,14 @@ def train(config: TrainConfig, report: Report | None = None, dataset: TensorData
         first_epoch, seconds_before, epoch_metrics = resume["epoch"] + 1, resume["seconds"], resume["metrics"]
 
     def result(last_epoch: dict, seconds: float, sparsity: dict | None = None) -> TrainResult:
-        state = {"epoch": last_epoch["epoch"], "metrics": last_epoch, "seconds": seconds,
-                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "pruner": pruner.state_dict(),
-                 "shuffle": shuffle.get_state(), "torch_rng": torch.get_rng_state()}
+        def capture() -> dict:
+            return {"epoch": last_epoch["epoch"], "metrics": last_epoch, "seconds": seconds,
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "pruner": pruner.state_dict(),
+                    "shuffle": shuffle.get_state(), "torch_rng": torch.get_rng_state()}
+
         return TrainResult(_final_metrics(config, model, pruner, last_epoch, seconds, sparsity), model, pruner,
-                           dataset.input_shape, dataset.num_classes, state)
+                           dataset.input_shape, dataset.num_classes, capture)
 
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(range(first_epoch, config.epochs + 1), desc=f"{config.model}/{config.method}", unit="epoch",

@@ -112,7 +112,8 @@ class Pruner:
                 for value in state.values():
                     if torch.is_tensor(value) and value.shape == layer.mask.shape:
                         value.mul_(layer.mask)
-        self._masks_active = True
+        # Gradient masking each step is only needed once some mask removes something.
+        self._masks_active = not all(bool(layer.mask.all()) for layer in self.layers)
 
     # -- resumable state: what a checkpoint needs beyond the model and optimizer -------------
     def state_dict(self) -> dict:
@@ -120,7 +121,6 @@ class Pruner:
 
     def load_state_dict(self, state: dict) -> None:
         self.set_masks([m.to(layer.mask.device) for m, layer in zip(state["masks"], self.layers)])
-        self._masks_active = not all(bool(layer.mask.all()) for layer in self.layers)
 
     def masks(self) -> dict[str, torch.Tensor]:
         """Boolean masks by parameter name, as torch.nn.utils.prune.custom_from_mask takes them."""
