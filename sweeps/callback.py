@@ -24,10 +24,11 @@ from sweeps import pareto, plots
 from sweeps.mlflow_client import ResilientClient
 from sweeps.results import ResultsTable, write_rows
 from sweeps.space import SearchSpace
+from weightmom.training import REPORTED_METRICS
 
 log = logging.getLogger(__name__)
 
-EPOCH_METRICS = ("test_accuracy", "test_loss", "train_loss", "density", "compression_ratio", "lr")
+EPOCH_METRICS = REPORTED_METRICS   # logged every epoch: val and test side by side
 PLACEMENT = ("node_id", "cuda_visible_devices", "resumed_from_epoch")   # table columns, not MLflow metrics
 FLUSH_EVERY = 30   # buffered metric values per trial before a log_batch request
 FINAL_WAIT_S = 60.0    # at the end, how long to wait for an unreachable tracking server
@@ -235,8 +236,12 @@ class SweepRecorder(Callback):
 
 
 def front_columns(space: SearchSpace) -> list[str]:
-    """What a reader of the front wants: the objectives, then the searched parameters."""
-    return ["trial_id", *space.metrics, *[f"config.{name}" for name in space.params]]
+    """What a reader of the front wants: the objectives (each val_* with its test_* twin beside it, so the
+    optimism of choosing is visible), then the searched parameters."""
+    shown = []
+    for metric in space.metrics:
+        shown += [metric, f"test_{metric.removeprefix('val_')}"] if metric.startswith("val_") else [metric]
+    return ["trial_id", *shown, *[f"config.{name}" for name in space.params]]
 
 
 def _error_message(trial) -> str:
