@@ -65,7 +65,7 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
 def print_front(out: Path) -> None:
     from sweeps.callback import front_columns
-    from sweeps.pareto import format_table
+    from sweeps.pareto import format_table, sweep_hypervolume
     from sweeps.results import read_table
     from sweeps.runner import load_sweep_space
 
@@ -73,6 +73,8 @@ def print_front(out: Path) -> None:
     front = read_table(out / "pareto.parquet") if (out / "pareto.parquet").exists() else []
     print(f"Pareto front ({len(front)} trials, chosen on {', '.join(space.metrics)}):")
     print(format_table(front, front_columns(space)) if front else "(empty: no completed trial yet)")
+    trials = read_table(out / "trials.parquet") if (out / "trials.parquet").exists() else []
+    print(f"Front quality: {sweep_hypervolume(trials, space.metrics, space.modes)[1]}")
     gaps = [r["val_accuracy"] - r["test_accuracy"] for r in front
             if r.get("val_accuracy") is not None and r.get("test_accuracy") is not None]
     if gaps:
