@@ -40,6 +40,11 @@ def add_parsers(commands) -> None:
     p.add_argument("--out", required=True, help="where to write the config YAML")
     p.add_argument("--export", help="also write that trial's pruned model (sparse checkpoint) here")
 
+    p = commands.add_parser("table", help="method x density table over seeds, with paired differences")
+    p.add_argument("dir")
+    p.add_argument("--by", action="append", default=[], metavar="KEY",
+                   help="also group by this config key, e.g. --by model (repeatable)")
+
 
 def run_sweep_command(args: argparse.Namespace) -> int:
     from sweeps.runner import SweepOptions, run_sweep
@@ -122,4 +127,16 @@ def run_best_command(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"sweep": run_sweep_command, "pareto": run_pareto_command, "best": run_best_command}
+def run_table_command(args: argparse.Namespace) -> int:
+    from sweeps.table import log_to_parent_run, write_table
+
+    out = Path(args.dir)
+    text, paths = write_table(out, args.by)
+    print(text)
+    print(f"Written: {', '.join(str(p) for p in paths)}")
+    log_to_parent_run(out, paths)
+    return 0
+
+
+COMMANDS = {"sweep": run_sweep_command, "pareto": run_pareto_command, "best": run_best_command,
+            "table": run_table_command}

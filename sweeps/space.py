@@ -185,6 +185,9 @@ def _label(path: Path) -> str:
 
 def _compile(raw: RawSpace, path: Path) -> SearchSpace:
     fixed = flatten_fixed(raw.fixed)
+    if isinstance(fixed.get("data_dir"), str):
+        # Trials run in Ray workers with another working directory: a relative folder means the driver's.
+        fixed["data_dir"] = str(Path(fixed["data_dir"]).expanduser().resolve())
     methods = possible_methods(raw, fixed)
     check_fixed(fixed, methods)
     check_params(raw, fixed, methods)

@@ -266,7 +266,7 @@ def test_other_samplers_run_a_sweep_end_to_end(sampler: str, tmp_path: Path, loc
     assert MlflowClient(state.tracking_uri).get_run(state.parent_run_id).data.params["sampler"] == sampler
 
 
-def test_grid_sweep_runs_every_combination_once(tmp_path: Path, local_ray) -> None:
+def test_grid_sweep_runs_every_combination_once_and_tabulates(tmp_path: Path, local_ray, capsys) -> None:
     """method x density (only where it applies) x seed: dense once per seed, 10 trials in all."""
     out = tmp_path / "grid"
     space = tmp_path / "grid.yaml"
@@ -283,3 +283,32 @@ def test_grid_sweep_runs_every_combination_once(tmp_path: Path, local_ray) -> No
                       [(m, d, s) for m in ("gmp", "weightmom") for d in (0.1, 0.05) for s in (0, 1)])
     assert combos == expected and all(r["state"] == "COMPLETE" for r in rows)
     assert all(abs(r["density"] - (r.get("config.density") or 1.0)) < 1e-3 for r in rows)
+
+    # `weightmom table`: every method row, both density columns, n = 2 in each cell, files and MLflow artifacts.
+    capsys.readouterr()
+    assert main(["table", str(out)]) == 0
+    printed = capsys.readouterr().out
+    test_section = printed.split("## test_accuracy")[1].split("##")[0]
+    assert "| test_accuracy | 1 | 0.1 | 0.05 |" in test_section
+    for method in ("dense", "gmp", "weightmom"):
+        line = next(line for line in test_section.splitlines() if line.startswith(f"| {method} |"))
+        assert line.count("(n=2)") == (1 if method == "dense" else 2), line
+    assert "| gmp | 0.1 |" in printed.split("## Paired differences")[1]   # weightmom - gmp, paired by seed
+    assert {"table.md", "table.parquet"} <= {p.name for p in out.iterdir()}
+    assert (out / "plots" / "accuracy_vs_density.png").stat().st_size > 10_000
+    long = read_table(out / "table.parquet")
+    assert {(r["method"], r["density"], r["n"]) for r in long if r["metric"] == "test_accuracy"} == {
+        ("dense", 1.0, 2), *((m, d, 2) for m in ("gmp", "weightmom") for d in (0.1, 0.05))}
+    state = load_state(out)
+    artifacts = {a.path for a in MlflowClient(state.tracking_uri).list_artifacts(state.parent_run_id, "table")}
+    assert "table/accuracy_vs_density.png" in artifacts
+
+
+def test_table_refuses_a_folder_without_a_sweep_or_without_complete_trials(tmp_path: Path, capsys) -> None:
+    assert main(["table", str(tmp_path / "nonexistent")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    (tmp_path / "sweep.json").write_text("{}")
+    assert main(["table", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no COMPLETE trial" in err and err.count("\n") == 1
+    assert not (tmp_path / "table.md").exists()
