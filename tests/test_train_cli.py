@@ -93,6 +93,7 @@ def test_n2nskip_at_5_percent_keeps_the_budget_beats_random_and_reloads_exactly(
     assert main(["evaluate", str(saved), "--json", str(reloaded)]) == 0
     after = json.loads(reloaded.read_text())
     assert after["test_accuracy"] == metrics["test_accuracy"]
+    assert after["test_loss"] == metrics["test_loss"]   # same inputs too: normalised with the run's split
     for key in ("params_nonzero", "params_skip", "skips", "density"):
         assert after[key] == metrics[key], key
 

@@ -101,7 +101,7 @@ def add_evaluate_parser(commands) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from weightmom.checkpoint import load_checkpoint
-    from weightmom.data import load_dataset
+    from weightmom.data import load_dataset, split_validation
     from weightmom.metrics import sparsity_report
     from weightmom.training import evaluate, resolve_device
 
@@ -110,6 +110,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     config = checkpoint.config
     dataset = load_dataset(config["dataset"], data_dir=args.data_dir or config["data_dir"], device=device)
+    # The run's split decides the normalisation statistics, so the same split gives the same inputs.
+    dataset = split_validation(dataset, config.get("val_fraction", 0.0), config.get("split_seed", 0))
     model = checkpoint.build_model().to(device)
     test_loss, test_accuracy = evaluate(model, dataset)
     metrics = {"test_accuracy": test_accuracy, "test_loss": test_loss, **sparsity_report(model),
