@@ -61,6 +61,11 @@ class Recovered:
     reason: str
 
     @property
+    def count(self) -> int:
+        """How many times this sweep has been recovered, this time included."""
+        return int(self.experiment.rsplit("-r", 1)[1])
+
+    @property
     def to_run(self) -> int:
         return len(self.requeued) + self.to_sample
 

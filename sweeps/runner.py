@@ -228,10 +228,11 @@ def start_ray(checked: Plan, options: SweepOptions) -> str | None:
 def recovered_tuner(space: SearchSpace, state: SweepState, options: SweepOptions, trainable,
                     recorder: SweepRecorder, problem: str) -> tuple[SweepState, tune.Tuner | None]:
     """A new Ray experiment for what the sweep's own records say is left (Ray's snapshot is unreadable)."""
-    # The start points were enqueued in the study at the start; those not run yet still wait there.
-    searcher = make_searcher(replace(space, start_points=()), state, options.seed)
     recovered = recovery.recover(space, state, options.out, problem)
     print(f"weightmom: {recovered.message()}", file=sys.stderr, flush=True)
+    # The start points were enqueued in the study at the start; those not run yet still wait there. The seed
+    # moves on: a sampler seeded as before would draw the configs the sweep's first trials drew, again.
+    searcher = make_searcher(replace(space, start_points=()), state, options.seed + recovered.count)
     state = replace(state, ray_experiment=recovered.experiment)
     write_state(options.out, state)
     searcher.adopt(recovered.requeued)

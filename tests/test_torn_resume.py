@@ -92,6 +92,7 @@ def test_torn_snapshot_resume_settles_every_trial_once(tmp_path: Path, mlflow_se
     rows = read_table(out / "trials.parquet")
     assert len(rows) == trials and len({r["trial_id"] for r in rows}) == trials
     assert all(r["state"] in ("COMPLETE", "PRUNED", "FAILED") for r in rows)
+    assert len({(r["config.method"], r["config.density"], r["config.lr"]) for r in rows}) == trials  # no config twice
     # The interrupted trials ran again with their own params, under their own id, from their checkpoint.
     study = study_of(out, "torn")
     assert len(study.trials) == trials and not [t for t in study.trials if t.state.name == "RUNNING"]
