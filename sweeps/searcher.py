@@ -7,9 +7,10 @@ trial that reached the full budget is COMPLETE; stopped ones are PRUNED,
 errored ones FAIL.
 
 It also keeps the sweep recoverable from the study alone: every Optuna trial
-records its Ray trial id, and a recovered sweep's searcher `adopt`s the Optuna
-trials that were running, so they run again with exactly their parameters
-instead of being left RUNNING beside a duplicate.
+records its Ray trial id, and the Optuna trials that were running when the
+driver died but that Ray will not bring back (its snapshot is unreadable, or
+older than them) are `adopt`ed: they run again with exactly their parameters,
+under their own id, instead of being left RUNNING beside a newly sampled trial.
 """
 
 from __future__ import annotations
@@ -51,6 +52,14 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         if trial.user_attrs.get(RESUME_CHECKPOINT):
             link["checkpoint"] = trial.user_attrs[RESUME_CHECKPOINT]
         return {**config, REQUEUED: link}
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Ray's snapshot can be older than the study: the Optuna trials started since are unknown to Ray,
+        which would sample others in their place and leave them RUNNING. The restored searcher adopts them."""
+        super().restore(checkpoint_path)
+        known = {trial.number for trial in self._ot_trials.values()}
+        self.adopt([t for t in self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+                    if t.number not in known])
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         finished = bool(result) and not error and result.get(self.budget_key, 0) >= self.budget

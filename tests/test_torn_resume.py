@@ -114,6 +114,37 @@ def test_torn_snapshot_resume_settles_every_trial_once(tmp_path: Path, mlflow_se
     assert load_state(out).ray_experiment == f"{torn_folder.name}-r1"
 
 
+def test_restored_searcher_reruns_the_optuna_trials_its_snapshot_missed(tmp_path: Path) -> None:
+    """Ray's snapshot can be older than the study (it is written every 2 s): the trials started since
+    run again under their own id, and the budget is not spent on new samples in their place."""
+    import ray.cloudpickle
+
+    from sweeps.requeue import REQUEUED
+    from sweeps.searcher import BudgetAwareOptunaSearch
+    from sweeps.space import load_space
+
+    space = load_space(write_space(tmp_path, "stale", trials=4))   # 4 start points
+    searcher = BudgetAwareOptunaSearch(
+        space=space.define_by_run, metric=space.metrics, mode=space.modes, study_name="stale",
+        points_to_evaluate=[dict(p) for p in space.start_points], budget=space.epochs,
+        storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}"))
+    as_created = ray.cloudpickle.dumps(searcher)   # tuner.pkl: the searcher as the Tuner got it
+    first, second = searcher.suggest("a"), searcher.suggest("b")
+    searcher.on_trial_complete("a", {"epoch": 6, "test_accuracy": 0.9, "density": 0.1})
+    searcher.save(str(tmp_path / "searcher-state.pkl"))   # the snapshot
+    orphan = searcher.suggest("c")                         # started after it; then the driver died
+
+    restored = ray.cloudpickle.loads(as_created)            # what Tuner.restore does
+    restored.restore(str(tmp_path / "searcher-state.pkl"))
+    assert restored.suggest("d") == {**orphan, REQUEUED: {"trial_id": "c"}}
+    fourth = restored.suggest("e")
+    assert REQUEUED not in fourth
+    assert [{k: v for k, v in c.items() if k in space.params} for c in (first, second, orphan, fourth)] == [
+        dict(p) for p in space.start_points]   # each start point once, none lost, none twice
+    study = optuna.load_study(study_name="stale", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert len(study.trials) == 4 and study.trials[2].user_attrs[RAY_TRIAL_ID] == "c"
+
+
 def test_interrupted_sweep_exits_non_zero_with_the_count_and_resume_completes_it(tmp_path: Path,
                                                                                  mlflow_server) -> None:
     out, trials = tmp_path / "sweep", 4
