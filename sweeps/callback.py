@@ -21,6 +21,7 @@ from ray.tune import Callback
 
 from sweeps import pareto, plots
 from sweeps.mlflow_client import ResilientClient
+from sweeps.requeue import identity, trial_params
 from sweeps.results import ResultsTable, write_rows
 from sweeps.space import SearchSpace
 from weightmom.training import REPORTED_METRICS
@@ -83,12 +84,12 @@ class SweepRecorder(Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         epoch = int(result.get("epoch", 0))
-        if epoch <= self._logged_epoch.get(trial.trial_id, 0):
+        if epoch <= self._logged_epoch.get(_id(trial), 0):
             return  # already in MLflow (a resumed trial replaying epochs)
         timestamp = int(time.time() * 1000)
-        buffer = self._buffers.setdefault(trial.trial_id, [])
+        buffer = self._buffers.setdefault(_id(trial), [])
         buffer += [(k, float(result[k]), timestamp, epoch) for k in EPOCH_METRICS if k in result]
-        self._logged_epoch[trial.trial_id] = epoch
+        self._logged_epoch[_id(trial)] = epoch
         if len(buffer) >= FLUSH_EVERY:
             self._flush(trial)
 
@@ -128,55 +129,57 @@ class SweepRecorder(Callback):
     # -- pieces ---------------------------------------------------------------------------
     def _run_for(self, trial) -> str | None:
         """The trial's child run: cached, found by tag (after a resume), or created."""
-        if trial.trial_id in self._runs:
-            return self._runs[trial.trial_id]
+        if _id(trial) in self._runs:
+            return self._runs[_id(trial)]
         client = self.mlflow.client
         found = self.mlflow.retry(client.search_runs, [self.experiment_id], max_results=1,
-                                  filter_string=f"tags.trial_id = '{trial.trial_id}' and "
+                                  filter_string=f"tags.trial_id = '{_id(trial)}' and "
                                                 f"tags.mlflow.parentRunId = '{self.parent_run_id}'")
         if found is None:
             return None  # server unreachable: try again at the next event
         if found:
             run_id = found[0].info.run_id
             history = self.mlflow.retry(client.get_metric_history, run_id, "test_accuracy") or []
-            self._logged_epoch[trial.trial_id] = max((m.step for m in history), default=0)
+            self._logged_epoch[_id(trial)] = max((m.step for m in history), default=0)
         else:
-            run = self.mlflow.retry(client.create_run, self.experiment_id, run_name=f"trial {trial.trial_id}",
-                                    tags={"mlflow.parentRunId": self.parent_run_id, "trial_id": trial.trial_id,
+            run = self.mlflow.retry(client.create_run, self.experiment_id, run_name=f"trial {_id(trial)}",
+                                    tags={"mlflow.parentRunId": self.parent_run_id, "trial_id": _id(trial),
                                           "sweep": self.space.name})
             if run is None:
                 return None
             run_id = run.info.run_id
-            resolved = self.space.train_config(dict(trial.config))
+            resolved = self.space.train_config(trial_params(trial.config))
             self.mlflow.log_batch(run_id, params=flatten("", dataclasses.asdict(resolved)))
-        self._runs[trial.trial_id] = run_id
+        self._runs[_id(trial)] = run_id
         return run_id
 
     def _flush(self, trial) -> None:
         run_id = self._run_for(trial)
-        buffer = self._buffers.get(trial.trial_id)
+        buffer = self._buffers.get(_id(trial))
         if run_id and buffer:
             self.mlflow.log_batch(run_id, metrics=buffer)
-            self._buffers[trial.trial_id] = []
+            self._buffers[_id(trial)] = []
 
     def _finish(self, trial, state: str, error: str | None = None) -> None:
         self._flush(trial)
         run_id = self._run_for(trial)
         if run_id is None:  # tracking server down: log this trial when it is back
-            self._unlogged[trial.trial_id] = (trial, state, error)
+            self._unlogged[_id(trial)] = (trial, state, error)
         last = trial.last_result or {}
         row = {
-            "trial_id": trial.trial_id, "state": state,
-            **{f"config.{k}": v for k, v in flatten("", dict(trial.config)).items()},
+            "trial_id": _id(trial), "state": state,
+            **{f"config.{k}": v for k, v in flatten("", trial_params(trial.config)).items()},
             **{k: last.get(k) for k in EPOCH_METRICS},
             "epochs": last.get("epoch"), "train_seconds": last.get("time_total_s"),
             **{k: last.get(k) for k in PLACEMENT},
             "mlflow_run_id": run_id, "checkpoint_path": trial.checkpoint.path if trial.checkpoint else None,
             "error": error, "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
+        # The row first: Ray has told the searcher already, and a driver killed before the row is
+        # written leaves a finished Optuna trial that recovery has to rebuild the row of.
+        self.table.upsert(row)
         if run_id:
             self._log_final(trial, run_id, state, error)
-        self.table.upsert(row)
         self._refresh_front()
 
     def _log_final(self, trial, run_id: str, state: str, error: str | None) -> None:
@@ -231,6 +234,11 @@ class SweepRecorder(Callback):
             self.mlflow.log_artifact(self.parent_run_id, str(path), "pareto")
         if final:
             self.mlflow.log_artifact(self.parent_run_id, str(self.out / "pareto.parquet"), "pareto")
+
+
+def _id(trial) -> str:
+    """The trial's id in MLflow and the table: a re-queued trial keeps the one it had before recovery."""
+    return identity(trial.trial_id, trial.config)
 
 
 def front_columns(space: SearchSpace) -> list[str]:

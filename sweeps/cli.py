@@ -47,7 +47,7 @@ def add_parsers(commands) -> None:
 
 
 def run_sweep_command(args: argparse.Namespace) -> int:
-    from sweeps.runner import SweepOptions, run_sweep
+    from sweeps.runner import SweepOptions, load_state, run_sweep
     from sweeps.space import load_space
 
     space = load_space(args.space)
@@ -58,13 +58,19 @@ def run_sweep_command(args: argparse.Namespace) -> int:
                            smoke_test=args.smoke_test, reuse_actors=args.reuse_actors, seed=args.seed,
                            verbose=args.verbose)
     rows = run_sweep(space, options)
+    budget = load_state(out).trials
     counts = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAILED")}
-    print(f"\n{len(rows)} trials: " + ", ".join(f"{n} {s.lower()}" for s, n in counts.items()))
+    settled = sum(counts.values())
+    print(f"\n{settled} of {budget} trials settled: " + ", ".join(f"{n} {s.lower()}" for s, n in counts.items()))
     print_front(out)
     uri = f"sqlite:///{(out / 'mlflow.db').resolve()}" if args.tracking_uri is None else args.tracking_uri
     print(f"\nResults: {out}/trials.parquet, {out}/pareto.parquet, plots in {out}/plots/")
     print(f"MLflow UI: mlflow ui --backend-store-uri {uri}" if args.tracking_uri is None else f"MLflow: {uri}")
     print(f"Best config: weightmom best {out} --max-density 0.1 --out best.yaml --export best.pt")
+    if settled < budget:   # the count is the contract: a short sweep is not a success
+        print(f"weightmom: only {settled} of {budget} trials settled, {budget - settled} missing; "
+              f"`weightmom sweep {args.space} --out {out} --resume` continues the sweep", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
@@ -22,6 +23,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
+from sweeps import ray_session, recovery
 from sweeps.callback import SweepRecorder
 from sweeps.mlflow_client import ResilientClient, check_reachable, default_tracking_uri
 from sweeps.results import ResultsTable
@@ -130,8 +132,12 @@ def start_records(plan: Plan, options: SweepOptions) -> SweepState:
                        options.smoke_test, space.sampler)
     text = space.path.read_text()
     atomic_write(out / SPACE_COPY, lambda tmp: Path(tmp).write_text(text))
-    atomic_write(out / STATE_FILE, lambda tmp: Path(tmp).write_text(json.dumps(asdict(state), indent=2)))
+    write_state(out, state)
     return state
+
+
+def write_state(out: Path, state: SweepState) -> None:
+    atomic_write(out / STATE_FILE, lambda tmp: Path(tmp).write_text(json.dumps(asdict(state), indent=2)))
 
 
 def _params(values: dict) -> list[Param]:
@@ -168,51 +174,99 @@ def run_sweep(space: SearchSpace, options: SweepOptions) -> list[dict]:
     checked = plan(space, options)
     space = checked.space
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the trimmed CLIReporter below, not the verbose default
-    # Snapshot the experiment at every controller step, not every 10+ s: after a driver crash,
-    # trials started since the last snapshot would be lost to Ray (and re-sampled) though their
-    # results are already in MLflow and the table. At sweep scale a snapshot costs milliseconds.
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    # Snapshot the experiment at most every 2 s, not at every step (measured: 7% of a digits sweep's wall
+    # time, and a snapshot being uploaded, open to a torn write, 3% of it) nor every 10+ s (Ray's default:
+    # after a crash Ray resumes from a state 5 s old on average). benchmarks/snapshot_cost.py, README.
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    if not ray.is_initialized():
-        # Workers learn the tracking server (unless it is this machine's loopback, which they could
-        # not reach) and the checkpoint cadence from the job's runtime env.
-        env = {k: os.environ[k] for k in ("WEIGHTMOM_CHECKPOINT_EVERY_S",) if k in os.environ}
-        if urlparse(checked.tracking_uri).hostname not in ("127.0.0.1", "localhost", None):
-            env["MLFLOW_TRACKING_URI"] = checked.tracking_uri
-        # No --address means this machine alone: "local" starts a fresh Ray even if another one runs here
-        # (plain ray.init() would silently join it). A cluster is joined only when asked, e.g. --address auto.
-        ray.init(address=options.address or "local", include_dashboard=False, log_to_driver=options.verbose > 1,
-                 configure_logging=False, runtime_env={"env_vars": env})
+    if options.resume:
+        ray_session.end_leftovers(options.out)
+    session_dir = start_ray(checked, options)
     resources = {"cpu": space.resources.cpu, "gpu": space.resources.gpu}
     check_shared(checked.storage, resources)
     state = start_records(checked, options)
+    if session_dir:
+        ray_session.record(options.out, session_dir)
     ensure_local(state.storage)
     trainable = tune.with_resources(tune.with_parameters(run_trial, space=space), resources)
     experiment = f"{state.storage.rstrip('/')}/{state.ray_experiment}"
-    if options.resume:
-        require(tune.Tuner.can_restore(experiment), f"--resume: no Ray experiment state under {experiment}")
+    problem = recovery.snapshot_problem(experiment) if options.resume else None
+    recorder = SweepRecorder(space, options.out.resolve(), state.tracking_uri, state.experiment_id,
+                             state.parent_run_id, state.optuna_storage)
+    if options.resume and problem is None:
         tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=False)
+    elif options.resume:
+        state, tuner = recovered_tuner(space, state, options, trainable, recorder, problem)
     else:
-        recorder = SweepRecorder(space, options.out.resolve(), state.tracking_uri, state.experiment_id,
-                                 state.parent_run_id, state.optuna_storage)
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(search_alg=make_searcher(space, state, options.seed),
-                                        scheduler=make_scheduler(space), num_samples=space.trials,
-                                        max_concurrent_trials=space.concurrency, reuse_actors=options.reuse_actors),
-            run_config=tune.RunConfig(
-                name=state.ray_experiment, storage_path=state.storage, callbacks=[recorder], verbose=options.verbose,
-                progress_reporter=make_reporter(space),
-                # Two, so the checkpoint named by the latest snapshot still exists after a crash.
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                failure_config=tune.FailureConfig(max_failures=options.max_failures)),
-        )
-    tuner.fit()
-    close_orphans(space, state)
+        tuner = make_tuner(space, state, options, trainable, make_searcher(space, state, options.seed), recorder,
+                           space.trials)
+    if tuner is not None:
+        tuner.fit()
+    else:   # nothing left to run: only the closing books
+        recorder.on_experiment_end(trials=[])
+    return close_sweep(space, state, options.out)
+
+
+def start_ray(checked: Plan, options: SweepOptions) -> str | None:
+    """Connect to Ray, or start a local one; returns the session folder of a local Ray started here."""
+    if ray.is_initialized():
+        return None
+    # Workers learn the tracking server (unless it is this machine's loopback, which they could
+    # not reach) and the checkpoint cadence from the job's runtime env.
+    env = {k: os.environ[k] for k in ("WEIGHTMOM_CHECKPOINT_EVERY_S",) if k in os.environ}
+    if urlparse(checked.tracking_uri).hostname not in ("127.0.0.1", "localhost", None):
+        env["MLFLOW_TRACKING_URI"] = checked.tracking_uri
+    # No --address means this machine alone: "local" starts a fresh Ray even if another one runs here
+    # (plain ray.init() would silently join it). A cluster is joined only when asked, e.g. --address auto.
+    context = ray.init(address=options.address or "local", include_dashboard=False,
+                       log_to_driver=options.verbose > 1, configure_logging=False, runtime_env={"env_vars": env})
+    return None if options.address else context.address_info["session_dir"]
+
+
+def recovered_tuner(space: SearchSpace, state: SweepState, options: SweepOptions, trainable,
+                    recorder: SweepRecorder, problem: str) -> tuple[SweepState, tune.Tuner | None]:
+    """A new Ray experiment for what the sweep's own records say is left (Ray's snapshot is unreadable)."""
+    recovered = recovery.recover(space, state, options.out, problem)
+    print(f"weightmom: {recovered.message()}", file=sys.stderr, flush=True)
+    # The start points were enqueued in the study at the start; those not run yet still wait there. The seed
+    # moves on: a sampler seeded as before would draw the configs the sweep's first trials drew, again.
+    searcher = make_searcher(replace(space, start_points=()), state, options.seed + recovered.count)
+    state = replace(state, ray_experiment=recovered.experiment)
+    write_state(options.out, state)
+    searcher.adopt(recovered.requeued)
+    return state, make_tuner(space, state, options, trainable, searcher, recorder, recovered.to_run)
+
+
+def close_sweep(space: SearchSpace, state: SweepState, out: Path) -> list[dict]:
+    """Close the books of a sweep that settled its budget; one that ended short keeps them open for --resume."""
+    rows = ResultsTable(out / "trials.parquet").rows()
+    settled = len(rows) >= state.trials
+    if settled:
+        close_orphans(space, state)
+        recovery.end_stray_runs(state, out, {r["trial_id"]: r for r in rows}, set(),
+                                "the sweep ended without this trial reporting again")
     # Queued like every other write when the server is down: a finished sweep must not end in a traceback.
-    ResilientClient(state.tracking_uri, options.out / "mlflow_pending.jsonl").set_terminated(
-        state.parent_run_id, "FINISHED")
-    return ResultsTable(options.out / "trials.parquet").rows()
+    ResilientClient(state.tracking_uri, out / "mlflow_pending.jsonl").set_terminated(
+        state.parent_run_id, "FINISHED" if settled else "KILLED")
+    return rows
+
+
+def make_tuner(space: SearchSpace, state: SweepState, options: SweepOptions, trainable, searcher,
+               recorder: SweepRecorder, samples: int) -> tune.Tuner | None:
+    """A new Ray experiment of `samples` trials (None when there is nothing to run)."""
+    if samples < 1:
+        return None
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=make_scheduler(space), num_samples=samples,
+                                    max_concurrent_trials=space.concurrency, reuse_actors=options.reuse_actors),
+        run_config=tune.RunConfig(
+            name=state.ray_experiment, storage_path=state.storage, callbacks=[recorder], verbose=options.verbose,
+            progress_reporter=make_reporter(space),
+            # Two, so the checkpoint named by the latest snapshot still exists after a crash.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            failure_config=tune.FailureConfig(max_failures=options.max_failures)),
+    )
 
 
 def close_orphans(space: SearchSpace, state: SweepState) -> None:

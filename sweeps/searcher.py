@@ -5,11 +5,24 @@ stopped early by ASHA enters the study (and the Pareto front) with its
 half-trained accuracy, and an errored trial with its last values. Here only a
 trial that reached the full budget is COMPLETE; stopped ones are PRUNED,
 errored ones FAIL.
+
+It also keeps the sweep recoverable from the study alone: every Optuna trial
+records its Ray trial id, and the Optuna trials that were running when the
+driver died but that Ray will not bring back (its snapshot is unreadable, or
+older than them) are `adopt`ed: they run again with exactly their parameters,
+under their own id, instead of being left RUNNING beside a newly sampled trial.
 """
 
 from __future__ import annotations
 
+import optuna
 from ray.tune.search.optuna import OptunaSearch
+
+from sweeps.requeue import REQUEUED
+
+RAY_TRIAL_ID = "ray_trial_id"        # Optuna user attr: the Ray trial that ran this Optuna trial
+RAY_TRIAL_LATEST = "ray_trial_latest"    # Optuna user attr: the Ray trial that runs it again after a recovery
+RESUME_CHECKPOINT = "resume_checkpoint"  # Optuna user attr, set by recovery: where a re-queued trial continues
 
 
 class BudgetAwareOptunaSearch(OptunaSearch):
@@ -17,6 +30,36 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self.budget = budget
         self.budget_key = budget_key
+        self._adoptable: list[int] = []   # storage ids of Optuna trials to hand to the next new Ray trials
+
+    def adopt(self, trials: list[optuna.trial.FrozenTrial]) -> None:
+        """The next len(trials) Ray trials run these RUNNING Optuna trials again, params and all."""
+        self._adoptable = [t._trial_id for t in trials]   # Optuna has no public handle to reattach to a trial
+
+    def suggest(self, trial_id: str) -> dict | None:
+        adopted = None
+        if self._adoptable and trial_id not in self._ot_trials:
+            # Suggesting a param the trial already holds returns the held value: the same config.
+            self._ot_trials[trial_id] = adopted = optuna.Trial(self._ot_study, self._adoptable.pop(0))
+        config = super().suggest(trial_id)
+        trial = self._ot_trials[trial_id]
+        original = trial.user_attrs.get(RAY_TRIAL_ID) if adopted else None
+        if original is None:
+            trial.set_user_attr(RAY_TRIAL_ID, trial_id)
+            return config
+        trial.set_user_attr(RAY_TRIAL_LATEST, trial_id)
+        link = {"trial_id": original}
+        if trial.user_attrs.get(RESUME_CHECKPOINT):
+            link["checkpoint"] = trial.user_attrs[RESUME_CHECKPOINT]
+        return {**config, REQUEUED: link}
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Ray's snapshot can be older than the study: the Optuna trials started since are unknown to Ray,
+        which would sample others in their place and leave them RUNNING. The restored searcher adopts them."""
+        super().restore(checkpoint_path)
+        known = {trial.number for trial in self._ot_trials.values()}
+        self.adopt([t for t in self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+                    if t.number not in known])
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         finished = bool(result) and not error and result.get(self.budget_key, 0) >= self.budget

@@ -40,6 +40,8 @@ def possible_methods(raw: RawSpace, fixed: dict) -> list[str]:
         named = [("fixed.method", fixed.get("method", TrainConfig().method))]
     elif isinstance(spec, (CategoricalParam, FixedParam)):
         named = [(f"params.method.{suffix}", value) for suffix, value in spec.samples()]
+        if not named:   # before any check that asks which methods can run: with none, every one fails
+            raise Invalid("params.method.choices: expected a non-empty list of method names")
     else:
         raise Invalid("params.method: expected type categorical or fixed (method names)")
     for key, method in named:

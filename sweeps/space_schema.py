@@ -173,7 +173,10 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("
 
 def read_space_file(path: Path, label: str) -> dict:
     try:
-        data = yaml.load(path.read_text(), Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except UnicodeDecodeError as err:
+        raise UsageError(f"{label}: not a text file: a search space is UTF-8 YAML "
+                         f"(byte 0x{err.object[err.start]:02x} at offset {err.start} is not UTF-8)") from None
     except yaml.YAMLError as err:
         mark, problem = getattr(err, "problem_mark", None), getattr(err, "problem", None)
         where = f"line {mark.line + 1}: " if mark is not None else ""

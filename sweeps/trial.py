@@ -11,6 +11,7 @@ import ray
 import torch
 from ray import tune
 
+from sweeps.requeue import requeued_checkpoint, trial_params
 from sweeps.results import MODEL_FILE
 from sweeps.space import SearchSpace
 from weightmom.training import TrainResult, train
@@ -22,15 +23,16 @@ CHECKPOINT_EVERY_S = float(os.environ.get("WEIGHTMOM_CHECKPOINT_EVERY_S", "120")
 
 
 def run_trial(config: dict, space: SearchSpace) -> None:
-    """Train with `config`, continuing from the trial's last checkpoint if Ray restored one.
+    """Train with `config`, continuing from the trial's last checkpoint if Ray restored one, else from
+    the checkpoint of the trial it re-runs (a recovered sweep's re-queued trial), if any.
 
     Reports every epoch; checkpoints the training state every CHECKPOINT_EVERY_S and the
     pruned model at the end. Ray sets CUDA_VISIBLE_DEVICES to the trial's GPU share, and
     the default device "auto" picks it up.
     """
-    train_config = space.train_config(config)
+    train_config = space.train_config(trial_params(config))
     last_checkpoint = time.monotonic()
-    resume = restored_state()
+    resume = restored_state(tune.get_checkpoint()) or restored_state(requeued_checkpoint(config))
     # Where the trial ran and what it continued from: the evidence for placement and retries.
     placement = {"node_id": ray.get_runtime_context().get_node_id(),
                  "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", ""),
@@ -53,10 +55,12 @@ def run_trial(config: dict, space: SearchSpace) -> None:
     train(train_config, epoch_end=epoch_end, progress=False, resume=resume)
 
 
-def restored_state() -> dict | None:
-    checkpoint = tune.get_checkpoint()
+def restored_state(checkpoint: tune.Checkpoint | str | None) -> dict | None:
+    """The training state in a checkpoint (a path or URI works too); None when there is none."""
     if checkpoint is None:
         return None
+    if isinstance(checkpoint, str):
+        checkpoint = tune.Checkpoint(checkpoint)
     with checkpoint.as_directory() as folder:
         path = Path(folder) / STATE_FILE
         return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None

@@ -386,3 +386,21 @@ def test_trials_is_required_except_for_a_grid(tmp_path):
     data["sampler"] = "random"
     with pytest.raises(UsageError, match="trials: missing required key"):
         load_space(write_space(tmp_path, data, "grid.yaml"))
+
+
+@pytest.mark.parametrize("content, expected", [
+    (b"name: x\ntrials: 2\n\xff\xfe\x00binary\x80\n", "bad-space.yaml: not a text file"),
+    # density before method (as yaml.safe_dump sorts keys): the empty choices are named, not density's `when`.
+    (yaml.safe_dump({**BASE, "params": {"density": BASE["params"]["density"],
+                                        "method": {"type": "categorical", "choices": []}}}).encode(),
+     "bad-space.yaml: params.method.choices: expected a non-empty list"),
+])
+def test_binary_file_and_empty_method_choices_give_one_line_and_exit_2(tmp_path, capsys, content, expected):
+    from weightmom.cli import main
+
+    path = tmp_path / "bad-space.yaml"
+    path.write_bytes(content)
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("weightmom: error: ") and err.count("\n") == 1 and expected in err, err
+    assert not (tmp_path / "out").exists()

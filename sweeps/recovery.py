@@ -1,0 +1,243 @@
+"""Resume a sweep whose Ray snapshot cannot be read, from the sweep's own records.
+
+Ray writes its experiment snapshot in place, not atomically, so a driver killed mid-write leaves
+a torn file (measured: a 0-byte experiment_state-*.json). Handed such a folder, Ray logs a
+traceback and silently starts an empty experiment. So `--resume` first checks that the snapshot
+can be read (`snapshot_problem`). When it cannot, the sweep is rebuilt (`recover`) from what this
+project writes itself, each record atomically:
+
+- trials.parquet: the trials that finished stay finished;
+- the Optuna study: the trials that were running are run again with exactly their parameters
+  (the recovered searcher adopts the RUNNING Optuna trials), from their last trial checkpoint;
+- sweep.json: the budget; the rest of it is sampled as usual;
+- MLflow: a re-queued trial keeps its child run; runs whose trial is not coming back are ended.
+
+Ray's torn experiment folder is set aside, never deleted: it stays where it is (the finished
+trials' checkpoint_path in trials.parquet point into it) and the sweep goes on in a new
+experiment folder, named in sweep.json.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import optuna
+import pyarrow.fs
+import ray.cloudpickle
+import torch
+from ray.train._internal.storage import get_fs_and_path
+
+from sweeps.mlflow_client import ResilientClient
+from sweeps.results import ResultsTable
+from sweeps.searcher import RAY_TRIAL_ID, RAY_TRIAL_LATEST, RESUME_CHECKPOINT
+from sweeps.trial import STATE_FILE
+
+if TYPE_CHECKING:
+    from sweeps.runner import SweepState
+    from sweeps.space import SearchSpace
+
+log = logging.getLogger(__name__)
+
+# Ray's snapshot: the controller state (JSON) and the pickles written beside it at each step.
+SNAPSHOT_JSON = "experiment_state-*.json"
+SNAPSHOT_PICKLES = ("tuner.pkl", "searcher-state-*.pkl", "search_gen_state-*.json", "callback-states-*.pkl")
+SETTLED = {"COMPLETE": ("COMPLETE", "FINISHED"), "PRUNED": ("PRUNED", "KILLED"), "FAILED": ("FAIL", "FAILED")}
+
+
+@dataclass(frozen=True)
+class Recovered:
+    """What a recovered sweep runs: the Optuna trials to run again and how many new ones to sample."""
+
+    finished: int
+    requeued: list[optuna.trial.FrozenTrial]
+    to_sample: int
+    experiment: str      # the new Ray experiment folder's name
+    reason: str
+
+    @property
+    def count(self) -> int:
+        """How many times this sweep has been recovered, this time included."""
+        return int(self.experiment.rsplit("-r", 1)[1])
+
+    @property
+    def to_run(self) -> int:
+        return len(self.requeued) + self.to_sample
+
+    def message(self) -> str:
+        return (f"snapshot unreadable; recovered {self.finished} finished, {len(self.requeued)} re-queued, "
+                f"{self.to_sample} to sample ({self.reason}; Ray's files are kept as they are)")
+
+
+# -- is the snapshot readable? -------------------------------------------------------------
+
+def snapshot_problem(experiment: str) -> str | None:
+    """Why Ray cannot restore the experiment folder `experiment` (path or URI); None when it can.
+
+    Checks the newest file of each kind that Tuner.restore reads: the experiment state parses as
+    JSON, and the tuner, searcher, search-generator and callback pickles load.
+    """
+    fs, root = get_fs_and_path(experiment)
+    names = _names(fs, root)
+    newest = {pattern: max(_matching(names, pattern), default=None) for pattern in (SNAPSHOT_JSON, *SNAPSHOT_PICKLES)}
+    if newest[SNAPSHOT_JSON] is None or newest["tuner.pkl"] is None:
+        return f"no Ray experiment state in {experiment}"
+    for pattern, name in newest.items():
+        if name is None:
+            continue
+        with fs.open_input_stream(f"{root}/{name}") as stream:
+            data = stream.readall()
+        try:
+            if pattern == SNAPSHOT_JSON:
+                state = json.loads(data)
+                if not (isinstance(state, dict) and {"trial_data", "runner_data"} <= state.keys()):
+                    return f"{name}: not a Ray experiment state"
+            else:
+                ray.cloudpickle.loads(data)
+        except Exception as err:  # a torn file fails in many ways: JSON, EOF, unpickling errors
+            return f"{name}: {'empty file' if not data else type(err).__name__} ({len(data)} bytes)"
+    return None
+
+
+def _names(fs: pyarrow.fs.FileSystem, path: str) -> list[str]:
+    selector = pyarrow.fs.FileSelector(path, allow_not_found=True, recursive=False)
+    return [info.base_name for info in fs.get_file_info(selector)]
+
+
+def _matching(names: list[str], pattern: str) -> list[str]:
+    regex = re.compile(re.escape(pattern).replace(r"\*", ".*") + "$")
+    return [n for n in names if regex.match(n)]
+
+
+# -- rebuilding the sweep from its records -----------------------------------------------------
+
+def recover(space: SearchSpace, state: SweepState, out: Path, reason: str) -> Recovered:
+    """Settle what the records already settle and decide what runs again; writes no Ray state.
+
+    Re-running this after another crash is safe: it reads the same records and decides the same.
+    """
+    table = ResultsTable(out / "trials.parquet")
+    try:
+        study = optuna.load_study(study_name=space.name, storage=state.optuna_storage)
+    except KeyError:   # stopped before the searcher created the study: nothing ran
+        study = None
+    running = reconcile(space, study, table) if study is not None else []
+    rows = {r["trial_id"]: r for r in table.rows()}
+    remaining = max(0, state.trials - len(rows))
+    requeued, dropped = running[:remaining], running[remaining:]
+    for trial in dropped:   # more were running than the budget has room for: never the case in practice
+        study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    for trial in requeued:
+        checkpoint = last_checkpoint(state, trial)
+        if checkpoint:
+            optuna.Trial(study, trial._trial_id).set_user_attr(RESUME_CHECKPOINT, checkpoint)
+    keep = {t.user_attrs[RAY_TRIAL_ID] for t in requeued if RAY_TRIAL_ID in t.user_attrs}
+    end_stray_runs(state, out, rows, keep, "the driver stopped and this trial was not resumed")
+    return Recovered(len(rows), requeued, remaining - len(requeued), next_experiment(state.ray_experiment), reason)
+
+
+def reconcile(space: SearchSpace, study: optuna.Study, table: ResultsTable) -> list[optuna.trial.FrozenTrial]:
+    """Make the study and the table agree; returns the RUNNING Optuna trials that have no result.
+
+    Ray tells the searcher before the recorder writes the row, so a driver killed in between
+    leaves a finished Optuna trial without a row: the row is rebuilt from the study. A RUNNING
+    trial that has a row (the tell was lost) is told what the row says.
+    """
+    rows = {r["trial_id"]: r for r in table.rows()}
+    running = []
+    for trial in study.get_trials(deepcopy=False):
+        trial_id, row = trial.user_attrs.get(RAY_TRIAL_ID), rows.get(trial.user_attrs.get(RAY_TRIAL_ID))
+        if trial.state == optuna.trial.TrialState.RUNNING and row is None:
+            running.append(trial)
+        elif trial.state == optuna.trial.TrialState.RUNNING:
+            values = [row[m] for m in space.metrics] if row["state"] == "COMPLETE" else None
+            study.tell(trial.number, values, state=optuna.trial.TrialState[SETTLED[row["state"]][0]])
+        elif trial.state.is_finished() and trial_id is not None and row is None:
+            table.upsert(row_from_study(space, trial))
+    return running
+
+
+def row_from_study(space: SearchSpace, trial: optuna.trial.FrozenTrial) -> dict:
+    """A finished trial's table row as the study knows it: its config, state and objective values."""
+    state = {"COMPLETE": "COMPLETE", "PRUNED": "PRUNED"}.get(trial.state.name, "FAILED")
+    constants = space.define_by_run(optuna.trial.FixedTrial(trial.params))
+    values = dict(zip(space.metrics, trial.values)) if state == "COMPLETE" else {}
+    return {"trial_id": trial.user_attrs[RAY_TRIAL_ID], "state": state,
+            **{f"config.{k}": v for k, v in {**constants, **trial.params}.items()}, **values,
+            "error": "the driver stopped before this trial's result was recorded; the row is rebuilt from the study"
+            if state == "FAILED" else None}
+
+
+def next_experiment(name: str) -> str:
+    """`sweep-1a2b3c4d` -> `sweep-1a2b3c4d-r1` -> `sweep-1a2b3c4d-r2`: a fresh folder for each recovery."""
+    base, _, count = re.fullmatch(r"(.*?)(-r(\d+))?", name).group(1, 2, 3)
+    return f"{base}-r{int(count or 0) + 1}"
+
+
+def last_checkpoint(state: SweepState, trial: optuna.trial.FrozenTrial) -> str | None:
+    """The newest checkpoint holding a loadable training state, of the Ray trials that ran `trial`.
+
+    Looks in every experiment folder of this sweep (a trial re-queued once ran in the folder of the
+    recovery before), newest Ray trial first, and falls back to the checkpoint an earlier recovery
+    gave it. A checkpoint that a killed worker left half-uploaded does not load and is skipped.
+    """
+    fs, root = get_fs_and_path(state.storage)
+    base = re.fullmatch(r"(.*?)(-r\d+)?", state.ray_experiment).group(1)
+    experiments = sorted(n for n in _names(fs, root) if n == base or n.startswith(f"{base}-r"))
+    for ray_id in dict.fromkeys(filter(None, (trial.user_attrs.get(RAY_TRIAL_LATEST),
+                                              trial.user_attrs.get(RAY_TRIAL_ID)))):
+        folders = [f"{e}/{n}" for e in experiments for n in _names(fs, f"{root}/{e}")
+                   if n.startswith(f"run_trial_{ray_id}_")]
+        checkpoints = sorted((f"{f}/{n}" for f in folders for n in _names(fs, f"{root}/{f}")
+                              if re.fullmatch(r"checkpoint_\d+", n)),
+                             key=lambda p: int(p.rsplit("_", 1)[1]), reverse=True)
+        for checkpoint in checkpoints:
+            if _loads(fs, f"{root}/{checkpoint}/{STATE_FILE}"):
+                return f"{state.storage.rstrip('/')}/{checkpoint}"
+    return trial.user_attrs.get(RESUME_CHECKPOINT) or None
+
+
+def _loads(fs: pyarrow.fs.FileSystem, path: str) -> bool:
+    try:
+        with fs.open_input_stream(path) as stream:
+            torch.load(io.BytesIO(stream.readall()), map_location="cpu", weights_only=True)
+        return True
+    except Exception:  # missing, truncated or corrupt: not a state to continue from
+        return False
+
+
+# -- MLflow: no child run left RUNNING ----------------------------------------------------------
+
+def end_stray_runs(state: SweepState, out: Path, rows: dict[str, dict], keep: set[str], why: str) -> int:
+    """End the sweep's child runs still RUNNING, except those of trials in `keep` (coming back).
+
+    A run whose trial has a row ends as that row says; one without ends KILLED, its `state` tag
+    saying why. Writes are queued like all MLflow writes; with the server down, runs are left as
+    they are (and ended by the next resume). Returns how many runs were ended.
+    """
+    mlflow = ResilientClient(state.tracking_uri, out / "mlflow_pending.jsonl")
+    runs = mlflow.retry(mlflow.client.search_runs, [state.experiment_id], max_results=5000,
+                        filter_string=f"tags.mlflow.parentRunId = '{state.parent_run_id}' "
+                                      "and attributes.status = 'RUNNING'")
+    if runs is None:
+        log.warning("MLflow unreachable: child runs left RUNNING are ended at the next resume")
+        return 0
+    ended = 0
+    for run in runs:
+        trial_id = run.data.tags.get("trial_id")
+        if trial_id in keep:
+            continue
+        row = rows.get(trial_id)
+        if row is not None:
+            tags, status = {"state": row["state"]}, SETTLED[row["state"]][1]
+        else:
+            tags, status = {"state": "INTERRUPTED", "state_reason": why}, "KILLED"
+        mlflow.log_batch(run.info.run_id, tags=tags)
+        mlflow.set_terminated(run.info.run_id, status)
+        ended += 1
+    return ended
