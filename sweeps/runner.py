@@ -24,6 +24,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from sweeps.callback import SweepRecorder
+from sweeps.code_dir import runtime_env
 from sweeps.mlflow_client import ResilientClient, check_reachable, default_tracking_uri
 from sweeps.results import ResultsTable
 from sweeps.searcher import BudgetAwareOptunaSearch
@@ -32,6 +33,7 @@ from sweeps.storage import check_shared, default_storage, ensure_local
 from sweeps.trial import run_trial
 from weightmom.errors import UsageError, require
 from weightmom.files import atomic_write
+from weightmom.imports import add_search_path
 
 STATE_FILE = "sweep.json"
 SPACE_COPY = "space.yaml"  # the sweep folder carries its space: `pareto` and `best` need nothing else
@@ -51,6 +53,7 @@ class SweepOptions:
     max_failures: int = 1              # retries of a failed trial (node loss); divergence fails again fast
     seed: int = 0
     verbose: int = 1
+    code_dir: Path | None = None       # the user's modules, shipped to every trial (see sweeps.code_dir)
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class SweepState:
     trials: int
     concurrency: int
     smoke_test: bool
+    code_dir: str | None = None   # absolute; put on the path again by `pareto` and `best`
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,7 @@ def start_records(plan: Plan, options: SweepOptions) -> SweepState:
     client.log_artifact(parent.info.run_id, str(space.path), "space")
     state = SweepState(space.name, uri, experiment_id, parent.info.run_id, f"sqlite:///{out.resolve() / 'optuna.db'}",
                        plan.storage, f"{space.name}-{parent.info.run_id[:8]}", space.trials, space.concurrency,
-                       options.smoke_test)
+                       options.smoke_test, str(options.code_dir) if options.code_dir else None)
     text = space.path.read_text()
     atomic_write(out / SPACE_COPY, lambda tmp: Path(tmp).write_text(text))
     atomic_write(out / STATE_FILE, lambda tmp: Path(tmp).write_text(json.dumps(asdict(state), indent=2)))
@@ -175,6 +179,8 @@ def run_sweep(space: SearchSpace, options: SweepOptions) -> list[dict]:
     # results are already in MLflow and the table. At sweep scale a snapshot costs milliseconds.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    require(options.code_dir is None or not ray.is_initialized(),
+            "--code-dir: Ray is already initialised in this process, so the sweep cannot ship the code")
     if not ray.is_initialized():
         # Workers learn the tracking server (unless it is this machine's loopback, which they could
         # not reach) and the checkpoint cadence from the job's runtime env.
@@ -184,7 +190,7 @@ def run_sweep(space: SearchSpace, options: SweepOptions) -> list[dict]:
         # No --address means this machine alone: "local" starts a fresh Ray even if another one runs here
         # (plain ray.init() would silently join it). A cluster is joined only when asked, e.g. --address auto.
         ray.init(address=options.address or "local", include_dashboard=False, log_to_driver=options.verbose > 1,
-                 configure_logging=False, runtime_env={"env_vars": env})
+                 configure_logging=False, runtime_env=runtime_env(options.code_dir, env))
     resources = {"cpu": space.resources.cpu, "gpu": space.resources.gpu}
     check_shared(checked.storage, resources)
     state = start_records(checked, options)
@@ -235,5 +241,7 @@ def load_sweep_space(out: Path) -> SearchSpace:
     """The space a finished sweep ran with, from the copy in its folder."""
     from sweeps.space import load_space
 
-    load_state(out)
+    state = load_state(out)
+    if state.code_dir:  # the space may name the user's modules: import them from where the sweep did
+        add_search_path(state.code_dir)
     return load_space(out / SPACE_COPY)

@@ -23,6 +23,7 @@ from sweeps.space_checks import (
     check_objectives,
     check_params,
     check_schedule,
+    check_sources,
     check_start_point,
     flatten_fixed,
     possible_methods,
@@ -86,7 +87,7 @@ class SearchSpace:
     objectives: tuple[Objective, ...]
     early_stopping: EarlyStopping
     storage_path: str | None
-    fixed: dict              # flat TrainConfig keys (pruner.* dotted) -> constant
+    fixed: dict              # flat TrainConfig keys (pruner.*, model_args.* dotted) -> constant
     params: dict[str, ParamSpec]
     start_points: tuple[dict, ...]
 
@@ -178,11 +179,20 @@ def _label(path: Path) -> str:
         return str(path)
 
 
+def _absolute_data_dir(fixed: dict) -> dict:
+    """Trials run in their own folders (and on other machines): a relative data_dir is taken from the
+    folder the sweep is started in, as on the command line, and passed on absolute."""
+    if isinstance(fixed.get("data_dir"), str):
+        return {**fixed, "data_dir": str(Path(fixed["data_dir"]).expanduser().absolute())}
+    return fixed
+
+
 def _compile(raw: RawSpace, path: Path) -> SearchSpace:
-    fixed = flatten_fixed(raw.fixed)
+    fixed = _absolute_data_dir(flatten_fixed(raw.fixed))
     methods = possible_methods(raw, fixed)
     check_fixed(fixed, methods)
     check_params(raw, fixed, methods)
+    check_sources(raw, fixed)
     for i, point in enumerate(raw.start_points):
         check_start_point(i, point, raw, fixed)
     check_schedule(raw, fixed)

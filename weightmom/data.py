@@ -56,6 +56,7 @@ class TensorDataset:
     mean: torch.Tensor
     std: torch.Tensor
     augment: bool
+    class_names: tuple[str, ...] | None = None  # label i is class_names[i] (ImageFolder's folder names)
 
     def __post_init__(self) -> None:
         for split in ("train", "test"):
