@@ -344,7 +344,7 @@ def model_source(name: str, width: float, model_args: dict, model: object = None
 def checked_model(model: object, name: str) -> nn.Module:
     """A user's model must be an nn.Module with something to prune."""
     if not isinstance(model, nn.Module):
-        raise UsageError(f"model {name!r} returned a {type(model).__name__}, not a torch.nn.Module")
+        raise UsageError(f"model {name!r} returned an object of type {type(model).__name__}, not a torch.nn.Module")
     if not any(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules()):
         raise UsageError(f"model {name!r} has no Conv2d or Linear layer: nothing to prune")
     return model
