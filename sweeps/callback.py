@@ -16,7 +16,6 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import optuna
 from ray.tune import Callback
 
@@ -24,11 +23,13 @@ from sweeps import pareto, plots
 from sweeps.mlflow_client import ResilientClient
 from sweeps.results import ResultsTable, write_rows
 from sweeps.space import SearchSpace
+from weightmom.training import REPORTED_METRICS
 
 log = logging.getLogger(__name__)
 
-EPOCH_METRICS = ("test_accuracy", "test_loss", "train_loss", "density", "compression_ratio", "lr")
-PLACEMENT = ("node_id", "cuda_visible_devices", "resumed_from_epoch")   # table columns, not MLflow metrics
+EPOCH_METRICS = REPORTED_METRICS   # logged every epoch: val and test side by side
+# Table columns, not MLflow metrics: where a trial ran, and what its accuracy's chance level is.
+PLACEMENT = ("node_id", "cuda_visible_devices", "resumed_from_epoch", "num_classes")
 FLUSH_EVERY = 30   # buffered metric values per trial before a log_batch request
 FINAL_WAIT_S = 60.0    # at the end, how long to wait for an unreachable tracking server
 PLOTS_EVERY_S = 30.0   # plots cost the driver a second of CPU that trials on the same machine want
@@ -206,10 +207,8 @@ class SweepRecorder(Callback):
         folder = self.out / "plots"
         folder.mkdir(exist_ok=True)
         (folder / "front.txt").write_text(pareto.format_table(front, front_columns(self.space)) + "\n")
-        complete = [r for r in rows if r["state"] == "COMPLETE"]
-        values = np.array([[r[m] for m in metrics] for r in complete], dtype=float).reshape(-1, len(metrics))
-        volume = pareto.hypervolume(values, modes, pareto.default_reference(metrics, modes, values)) if front else 0.0
-        step = len(complete)
+        step = sum(r["state"] == "COMPLETE" for r in rows)
+        volume, _ = pareto.sweep_hypervolume(rows, metrics, modes)
         self.mlflow.log_batch(self.parent_run_id, metrics=[
             ("hypervolume", float(volume), int(time.time() * 1000), step),
             ("front_size", float(len(front)), int(time.time() * 1000), step),
@@ -235,8 +234,12 @@ class SweepRecorder(Callback):
 
 
 def front_columns(space: SearchSpace) -> list[str]:
-    """What a reader of the front wants: the objectives, then the searched parameters."""
-    return ["trial_id", *space.metrics, *[f"config.{name}" for name in space.params]]
+    """What a reader of the front wants: the objectives (each val_* with its test_* twin beside it, so the
+    optimism of choosing is visible), then the searched parameters."""
+    shown = []
+    for metric in space.metrics:
+        shown += [metric, f"test_{metric.removeprefix('val_')}"] if metric.startswith("val_") else [metric]
+    return ["trial_id", *shown, *[f"config.{name}" for name in space.params]]
 
 
 def _error_message(trial) -> str:

@@ -62,11 +62,11 @@ def load(data_dir):
 '''
 
 
-def make_shapes(root: Path, train: int, test: int) -> Path:
+def make_shapes(root: Path, train: int, test: int, val: int = 0) -> Path:
     spec = importlib.util.spec_from_file_location("make_shapes", REPO / "examples" / "make_shapes.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.make_shapes(root, train=train, test=test, size=40)
+    return module.make_shapes(root, train=train, test=test, size=40, val=val)
 
 
 @pytest.fixture(scope="module")
@@ -197,6 +197,23 @@ def test_python_api_takes_a_model_object_a_factory_and_data_objects(user_dir: Pa
         as_tensor_dataset(((images * 16, labels), (images, labels), 10), "data")
 
 
+def test_a_val_folder_is_the_validation_split(tmp_path: Path) -> None:
+    from weightmom.data import split_validation
+    from weightmom.imagefolder import load_imagefolder
+
+    folder = make_shapes(tmp_path / "shapes", train=8, test=3, val=2)
+    dataset = load_imagefolder(str(folder), 16)
+    assert (dataset.size("train"), dataset.size("val"), dataset.size("test")) == (24, 6, 9)
+    assert split_validation(dataset, 0.1) is dataset   # nothing carved from train/: val/ is the split
+    assert dataset.val_labels.tolist() == [0, 0, 1, 1, 2, 2] and dataset.val_images.shape == (6, 3, 16, 16)
+    result = train(TrainConfig(dataset="imagefolder", data_dir=str(folder), image_size=16, epochs=1,
+                               device="cpu", model="digits_cnn", width=0.25), progress=False)
+    assert (result.metrics["train_size"], result.metrics["val_size"]) == (24, 6) and "val_accuracy" in result.metrics
+    (folder / "val" / "circle").rename(folder / "val" / "disc")
+    with pytest.raises(UsageError, match="val: class folders differ"):
+        load_imagefolder(str(folder), 16)
+
+
 def test_dataset_by_import_path_from_the_command_line(user_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(user_dir)
     out = tmp_path / "m.json"
@@ -252,7 +269,7 @@ def test_sweep_over_a_user_model_then_best_export_evaluates_identically(user_dir
     assert sorted(r["config.model_args.channels"] for r in rows) == [10, 20]
     best = weightmom("best", "sweep", "--max-density", "1", "--out", "best.yaml", "--export", "best.pt", cwd=user_dir)
     assert best.returncode == 0, best.stderr[-3000:]
-    chosen = max(rows, key=lambda r: (r["test_accuracy"], -r["density"]))
+    chosen = max(rows, key=lambda r: (r["val_accuracy"], -r["density"]))
     exported = yaml.safe_load((user_dir / "best.yaml").read_text())
     assert exported["model"] == "mymod:build"
     assert exported["model_args"] == {"channels": chosen["config.model_args.channels"]}

@@ -89,7 +89,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def summary_line(metrics: dict) -> str:
-    return (f"test_accuracy={metrics['test_accuracy']:.4f} density={metrics['density']:.4f} "
+    val = f"val_accuracy={metrics['val_accuracy']:.4f} " if "val_accuracy" in metrics else ""
+    return (f"{val}test_accuracy={metrics['test_accuracy']:.4f} density={metrics['density']:.4f} "
             f"compression={metrics['compression_ratio']:.1f}x classes={metrics['num_classes']}")
 
 

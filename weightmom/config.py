@@ -47,6 +47,8 @@ class TrainConfig:
     lr_step_gamma: float = 0.5
     label_smoothing: float = 0.0
     seed: int = 0
+    val_fraction: float = 0.1         # of the training data, held out to choose on; 0: train on all of it
+    split_seed: int = 0               # fixes the validation split apart from `seed`, so trials share it
     device: str = "auto"              # auto | cpu | cuda | cuda:N
 
     def __post_init__(self) -> None:
@@ -63,6 +65,7 @@ class TrainConfig:
                 f"unknown lr_schedule {self.lr_schedule!r}; choose from: {', '.join(LR_SCHEDULES)}")
         require(self.weight_decay >= 0, f"weight_decay must be >= 0 (got {self.weight_decay})")
         require(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1) (got {self.label_smoothing})")
+        require(0 <= self.val_fraction < 0.5, f"val_fraction must be in [0, 0.5) (got {self.val_fraction})")
         require(self.lr_step_epochs > 0, f"lr_step_epochs must be positive (got {self.lr_step_epochs})")
 
     @property

@@ -4,8 +4,9 @@
 
 Every image is decoded once, converted to RGB, resized (shorter side to `image_size`, then a centre
 crop) and kept as uint8, so the on-device batching and augmentation of weightmom.data apply
-unchanged. Class indices follow the sorted folder names, as in torchvision. A bad folder fails
-before any training, in one line that names the path.
+unchanged. Class indices follow the sorted folder names, as in torchvision. A `val/` folder is the
+validation split as it is (no `val_fraction` is carved from train/ then). A bad folder fails before
+any training, in one line that names the path.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps
 
 from weightmom.data import TensorDataset, _make_dataset
@@ -23,7 +25,7 @@ from weightmom.errors import UsageError, require
 
 # torchvision.datasets.folder.IMG_EXTENSIONS
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-SPLITS = ("train", "test")
+SPLITS = ("train", "test")   # required; val/ is optional
 # Decoded uint8 data beyond this share of the machine's memory is refused: the run would swap or
 # be killed part-way through decoding. A smaller image_size is the way out.
 MEMORY_SHARE = 0.5
@@ -97,8 +99,11 @@ def load_imagefolder(data_dir: str, image_size: int = 32) -> TensorDataset:
     root = Path(data_dir).expanduser()
     require(root.is_dir(), f"data_dir does not exist or is not a directory: {root}")
     classes = class_folders(root / "train")
-    samples = {split: scan_split(root / split, classes) for split in SPLITS}
+    splits = (*SPLITS, "val") if (root / "val").exists() else SPLITS
+    samples = {split: scan_split(root / split, classes) for split in splits}
     check_memory(root, sum(map(len, samples.values())), image_size)
-    train, test = (decode_all(samples[split], image_size) for split in SPLITS)
-    dataset = _make_dataset("imagefolder", train, test, len(classes), augment=True)
-    return dataclasses.replace(dataset, class_names=tuple(classes))
+    decoded = {split: decode_all(samples[split], image_size) for split in splits}
+    dataset = _make_dataset("imagefolder", decoded["train"], decoded["test"], len(classes), augment=True)
+    val = {} if "val" not in decoded else {"val_images": torch.from_numpy(decoded["val"][0]),
+                                           "val_labels": torch.from_numpy(decoded["val"][1])}
+    return dataclasses.replace(dataset, class_names=tuple(classes), **val)

@@ -19,7 +19,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from weightmom.config import TrainConfig, config_to_dict
-from weightmom.data import TensorDataset, iterate_batches, normalize
+from weightmom.data import TensorDataset, iterate_batches, normalize, split_validation
 from weightmom.data_sources import Loader, as_tensor_dataset, data_loader
 from weightmom.errors import TrainingDiverged, UsageError
 from weightmom.metrics import sparsity_report
@@ -27,6 +27,10 @@ from weightmom.models import ModelFactory, check_forward, model_source
 from weightmom.pruning import Pruner, TrainingContext, create_pruner, pruner_config
 
 Report = Callable[[dict], None]
+# What `report` gets every epoch besides `epoch`: the one list sweeps log and may optimise (val_* only
+# when the run has a validation split).
+REPORTED_METRICS = ("train_loss", "val_accuracy", "val_loss", "test_accuracy", "test_loss", "density",
+                    "compression_ratio", "lr")
 EpochEnd = Callable[[dict, "TrainResult"], None]
 
 
@@ -95,20 +99,35 @@ def lr_multiplier(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], 
 
 
 def evaluate(model: nn.Module, dataset: TensorDataset, batch_size: int = 1000,
-             channels_last: bool = False) -> tuple[float, float]:
-    """Test loss and accuracy (0..1), summed on the device and synchronised once."""
+             channels_last: bool = False, split: str = "test") -> tuple[float, float]:
+    """Loss and accuracy (0..1) on one split, summed on the device and synchronised once."""
     model.eval()
-    loss_sum = torch.zeros((), device=dataset.test_labels.device)
-    correct = torch.zeros((), device=dataset.test_labels.device, dtype=torch.long)
-    with torch.no_grad(), _autocast(dataset.test_labels.device):
-        for x, y in iterate_batches(dataset, "test", batch_size, shuffle=False):
+    device = dataset.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    with torch.no_grad(), _autocast(device):
+        for x, y in iterate_batches(dataset, split, batch_size, shuffle=False):
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             logits = model(x).float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
-    n = dataset.test_labels.numel()
+    n = dataset.size(split)
     return loss_sum.item() / n, correct.item() / n
+
+
+def evaluate_splits(model: nn.Module, dataset: TensorDataset, channels_last: bool = False) -> dict:
+    """`val_*` (when the dataset has a validation split) and `test_*` loss and accuracy.
+
+    Both are measured every epoch; only val is for choosing (sweeps, early stopping, `best`),
+    test is for reading.
+    """
+    metrics = {}
+    for split in ("val", "test"):
+        if split in dataset.splits:
+            loss, accuracy = evaluate(model, dataset, channels_last=channels_last, split=split)
+            metrics |= {f"{split}_loss": loss, f"{split}_accuracy": accuracy}
+    return metrics
 
 
 def _autocast(device: torch.device):
@@ -130,14 +149,14 @@ def train(config: TrainConfig, report: Report | None = None, data: object = None
     device = resolve_device(config.device)
     config, build_model, load = _sources(config, model, data)
     torch.manual_seed(config.seed)
-    dataset = load().to(device)
+    dataset = split_validation(load().to(device), config.val_fraction, config.split_seed)
     steps_per_epoch = math.ceil(dataset.train_labels.numel() / config.batch_size)
 
     density = config.target_density
     pruner = create_pruner(config.method, pruner_config(config.method, density, config.pruner))
 
     model = build_model(dataset.input_shape, dataset.num_classes).to(device)
-    check_forward(model, normalize(dataset.test_images[:1], dataset), dataset.num_classes, config.model)
+    check_forward(model, normalize(dataset.train_images[:1], dataset), dataset.num_classes, config.model)
     channels_last = device.type == "cuda" and len(dataset.input_shape) == 3
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -147,7 +166,7 @@ def train(config: TrainConfig, report: Report | None = None, data: object = None
     shuffle = torch.Generator().manual_seed(config.seed)
     context = TrainingContext(
         epochs=config.epochs, steps_per_epoch=steps_per_epoch, loss_fn=loss_fn, seed=config.seed,
-        sample_input=dataset.test_images[:1].float(),
+        sample_input=dataset.train_images[:1].float(),
         batches=lambda: iterate_batches(dataset, "train", config.batch_size, shuffle=True,
                                         generator=torch.Generator().manual_seed(config.seed + 1)),
     )
@@ -192,15 +211,15 @@ def train(config: TrainConfig, report: Report | None = None, data: object = None
             scheduler.step()
             loss_sum += loss.detach().float()
         pruner.on_epoch_end(epoch)
-        test_loss, test_accuracy = evaluate(model, dataset, channels_last=channels_last)
         train_loss = loss_sum.item() / steps_per_epoch
         sparsity = sparsity_report(model)
         epoch_metrics = {
-            "epoch": epoch, "train_loss": train_loss, "test_loss": test_loss, "test_accuracy": test_accuracy,
+            "epoch": epoch, "train_loss": train_loss, **evaluate_splits(model, dataset, channels_last),
             "density": sparsity["density"], "compression_ratio": sparsity["compression_ratio"],
             "lr": optimizer.param_groups[0]["lr"],
         }
-        bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{test_accuracy:.3f}", density=f"{sparsity['density']:.3f}")
+        shown = epoch_metrics.get("val_accuracy", epoch_metrics["test_accuracy"])
+        bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{shown:.3f}", density=f"{sparsity['density']:.3f}")
         if not math.isfinite(train_loss):
             raise TrainingDiverged(f"training diverged in epoch {epoch}: train loss is {train_loss}")
         if report is not None:
@@ -227,8 +246,10 @@ def _final_metrics(config: TrainConfig, dataset: TensorDataset, model: nn.Module
                    seconds: float, sparsity: dict | None = None) -> dict:
     """The `--json` content: last epoch's quality, what the network keeps, and the resolved configs."""
     resolved = replace(config, density=config.target_density)
+    quality = {k: v for k, v in last_epoch.items() if k.startswith(("val_", "test_"))}
     return {
-        "test_accuracy": last_epoch["test_accuracy"], "test_loss": last_epoch["test_loss"],
+        **quality, "val_fraction": config.val_fraction,
+        **{f"{split}_size": dataset.size(split) for split in ("train", "val", "test")},
         "train_loss": last_epoch["train_loss"], "epochs": last_epoch["epoch"], "train_seconds": seconds,
         **(sparsity or sparsity_report(model)),
         "model": config.model, "dataset": config.dataset, "method": config.method,
