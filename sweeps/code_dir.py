@@ -26,7 +26,7 @@ def modules_in(code_dir: Path) -> list[str]:
 
 
 def use_code_dir(folder: str | Path) -> Path:
-    """Check the folder and put it on this process's path; the absolute folder, for the sweep state."""
+    """Check the folder and put it on this process's path; returns it absolute."""
     code_dir = Path(folder).expanduser().absolute()
     require(code_dir.is_dir(), f"--code-dir {folder}: no such directory")
     modules_in(code_dir)

@@ -33,7 +33,6 @@ from sweeps.storage import check_shared, default_storage, ensure_local
 from sweeps.trial import run_trial
 from weightmom.errors import UsageError, require
 from weightmom.files import atomic_write
-from weightmom.imports import add_search_path
 
 STATE_FILE = "sweep.json"
 SPACE_COPY = "space.yaml"  # the sweep folder carries its space: `pareto` and `best` need nothing else
@@ -71,7 +70,6 @@ class SweepState:
     concurrency: int
     smoke_test: bool
     sampler: str = "tpe"   # a resumed sweep keeps the sampler it started with
-    code_dir: str | None = None   # absolute; put on the path again by `pareto` and `best`
 
 
 @dataclass(frozen=True)
@@ -131,7 +129,7 @@ def start_records(plan: Plan, options: SweepOptions) -> SweepState:
     client.log_artifact(parent.info.run_id, str(space.path), "space")
     state = SweepState(space.name, uri, experiment_id, parent.info.run_id, f"sqlite:///{out.resolve() / 'optuna.db'}",
                        plan.storage, f"{space.name}-{parent.info.run_id[:8]}", space.trials, space.concurrency,
-                       options.smoke_test, space.sampler, str(options.code_dir) if options.code_dir else None)
+                       options.smoke_test, space.sampler)
     text = space.path.read_text()
     atomic_write(out / SPACE_COPY, lambda tmp: Path(tmp).write_text(text))
     atomic_write(out / STATE_FILE, lambda tmp: Path(tmp).write_text(json.dumps(asdict(state), indent=2)))
@@ -239,7 +237,5 @@ def load_sweep_space(out: Path) -> SearchSpace:
     """The space a finished sweep ran with, from the copy in its folder."""
     from sweeps.space import load_space
 
-    state = load_state(out)
-    if state.code_dir:  # the space may name the user's modules: import them from where the sweep did
-        add_search_path(state.code_dir)
-    return load_space(out / SPACE_COPY)
+    load_state(out)
+    return load_space(out / SPACE_COPY, import_code=False)

@@ -16,7 +16,7 @@ from weightmom.config import LR_SCHEDULES, OPTIMIZERS, TrainConfig, build, mappi
 from weightmom.data_sources import check_dataset_name, data_loader
 from weightmom.errors import UsageError
 from weightmom.imports import is_import_path
-from weightmom.models import model_factory
+from weightmom.models import check_model_name, model_factory
 from weightmom.pruning import METHODS, pruner_config
 
 AUTO_EARLY_STOPPING_EPOCHS = 6   # below this, ASHA has too few rungs to be worth its noise
@@ -100,9 +100,9 @@ def _check_value(key: str, name: str, value: Any, methods: list[str]) -> None:
         if name in REGISTRIES and value not in REGISTRIES[name]:
             raise UsageError(f"unknown {name} {value!r}; choose from: {', '.join(REGISTRIES[name])}")
         if name == "model" and isinstance(value, str):
-            model_factory(value, partial=True)   # imports a user's module: the driver must find it too
+            check_model_name(value)     # check_sources imports a user's model
         if name == "dataset" and isinstance(value, str):
-            check_dataset_name(value)   # check_sources resolves it with its data_dir
+            check_dataset_name(value)   # check_sources imports a user's loader, with its data_dir
         if name.startswith("model_args."):
             return
         if name.startswith("pruner."):
@@ -127,7 +127,8 @@ def _possible(raw: RawSpace, fixed: dict, name: str) -> list[tuple[str, Any]]:
 def check_sources(raw: RawSpace, fixed: dict) -> None:
     """Every model the space can pick must take every model_args.<argument> it sets (a conditional one
     may be missing from some trials), and width only where it is built in; every dataset must be
-    loadable with the data_dir it gets. Nothing is read: names and signatures only."""
+    loadable with the data_dir it gets. Imports the user's modules (so the driver must find them too),
+    reads no data."""
     names = {k.removeprefix("model_args.") for k in (*fixed, *raw.params) if k.startswith("model_args.")}
     try:
         for key, model in _possible(raw, fixed, "model"):

@@ -279,3 +279,6 @@ def test_sweep_over_a_user_model_then_best_export_evaluates_identically(user_dir
     metrics = json.loads((user_dir / "eval.json").read_text())
     assert metrics["test_accuracy"] == chosen["test_accuracy"] and metrics["num_classes"] == 3
     assert metrics["density"] == chosen["density"]
+    # The sweep's folder reads back without the user's code: pareto from where mymod is not importable.
+    front = weightmom("pareto", str(user_dir / "sweep"), cwd=REPO)
+    assert front.returncode == 0 and "Pareto front" in front.stdout, front.stderr[-3000:]

@@ -300,6 +300,12 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 ModelFactory = Callable[[Shape, int], nn.Module]
 
 
+def check_model_name(name: str) -> None:
+    """A registered name or something shaped like an import path; nothing is imported."""
+    require(name in MODELS or is_import_path(name),
+            f"unknown model {name!r}; choose from: {', '.join(MODELS)}, or package.module:factory")
+
+
 def model_factory(name: str, width: float = 1.0, model_args: dict | None = None,
                   partial: bool = False) -> ModelFactory:
     """Resolve `name` now and build later: a bad name fails before any data loads.
@@ -309,10 +315,8 @@ def model_factory(name: str, width: float = 1.0, model_args: dict | None = None,
     `partial` accepts model_args that leave out required arguments (a search space sets some per trial).
     """
     model_args = dict(model_args or {})
+    check_model_name(name)
     if not is_import_path(name):
-        if name not in MODELS:
-            raise UsageError(f"unknown model {name!r}; choose from: {', '.join(MODELS)}, "
-                             "or package.module:factory")
         require(not model_args, f"model_args are for models given by import path; {name} takes only width")
         if not (isinstance(width, (int, float)) and math.isfinite(width) and width > 0):
             raise UsageError(f"width must be a positive number, got {width!r}")
