@@ -1,6 +1,6 @@
 """Write a small ImageFolder of drawn shapes (circle, square, triangle): data to try your own model on.
 
-    python examples/make_shapes.py runs/shapes              # 60 train + 20 test PNGs per class, 40x40
+    python examples/make_shapes.py runs/shapes              # 150 train + 50 test PNGs per class, 40x40
     python examples/make_shapes.py DIR --train 30 --val 10 --test 10 --size 24 --seed 1
 
 The layout is torchvision's ImageFolder: DIR/train/<class>/*.png and DIR/test/<class>/*.png (and
@@ -35,7 +35,7 @@ def draw(shape: str, size: int, rng: random.Random) -> Image.Image:
     return image
 
 
-def make_shapes(root: str | Path, train: int = 60, test: int = 20, size: int = 40, seed: int = 0,
+def make_shapes(root: str | Path, train: int = 150, test: int = 50, size: int = 40, seed: int = 0,
                 val: int = 0) -> Path:
     """Write the folder (files already there are overwritten) and return its root."""
     root, rng = Path(root), random.Random(seed)
@@ -53,9 +53,9 @@ def make_shapes(root: str | Path, train: int = 60, test: int = 20, size: int = 4
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", help="folder to write (created if missing)")
-    parser.add_argument("--train", type=int, default=60, help="images per class in train/")
+    parser.add_argument("--train", type=int, default=150, help="images per class in train/")
     parser.add_argument("--val", type=int, default=0, help="images per class in val/ (0: no val/ folder)")
-    parser.add_argument("--test", type=int, default=20, help="images per class in test/")
+    parser.add_argument("--test", type=int, default=50, help="images per class in test/")
     parser.add_argument("--size", type=int, default=40, help="image side in pixels")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
