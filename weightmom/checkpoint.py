@@ -9,7 +9,7 @@ bit for bit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from torch.nn.utils import prune
 from weightmom.errors import UsageError, require
 from weightmom.files import atomic_write
 from weightmom.models import create_model
+from weightmom.skips import SkipSpec, attach_skips, skip_specs
 
 FORMAT = "weightmom-sparse/1"
 
@@ -59,12 +60,14 @@ def save_checkpoint(path: str | Path, model: nn.Module, masks: dict[str, torch.T
     """Write `model` with its masks sparsely, plus what is needed to rebuild and evaluate it.
 
     `config` names the model (a built-in, or the import path and model_args of the user's factory).
+    Skip connections a method added (N2NSkip) are described in the file, so it rebuilds without the run's config.
     """
     tensors = {name: encode(value, masks.get(name)) for name, value in model.state_dict().items()}
     scalars = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float, str))}
     atomic_save({"format": FORMAT, "config": config, "input_shape": list(input_shape),
                  "num_classes": num_classes, "class_names": list(class_names) if class_names else None,
-                 "metrics": scalars, "tensors": tensors}, path)
+                 "metrics": scalars, "tensors": tensors, "skips": [spec.to_dict() for spec in skip_specs(model)]},
+                path)
 
 
 @dataclass
@@ -75,10 +78,11 @@ class Checkpoint:
     metrics: dict
     state_dict: dict[str, torch.Tensor]
     masks: dict[str, torch.Tensor]
+    skips: list[SkipSpec] = field(default_factory=list)
     class_names: tuple[str, ...] | None = None
 
     def build_model(self, model: nn.Module | None = None) -> nn.Module:
-        """The dense model with the stored weights (pruned ones exactly zero).
+        """The dense model, with any skip connections, and the stored weights (pruned ones exactly zero).
 
         Built by name or import path as it was trained; a model that was handed to `train()` as an
         object has neither, so pass a freshly built one of the same architecture.
@@ -89,6 +93,7 @@ class Checkpoint:
                                               "build the same architecture and pass it to build_model(model)")
             model = create_model(name, self.input_shape, self.num_classes, width=self.config["width"],
                                  model_args=self.config.get("model_args"))
+        attach_skips(model, self.skips)
         model.load_state_dict(self.state_dict)
         return model
 
@@ -108,9 +113,10 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         state[name], mask = decode(entry)
         if mask is not None:
             masks[name] = mask
+    skips = [SkipSpec.from_dict(spec) for spec in raw.get("skips", [])]
     class_names = tuple(raw["class_names"]) if raw.get("class_names") else None
     return Checkpoint(raw["config"], tuple(raw["input_shape"]), raw["num_classes"], raw["metrics"], state, masks,
-                      class_names)
+                      skips, class_names)
 
 
 def apply_masks_with_torch_prune(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:

@@ -52,7 +52,7 @@ def add_train_parser(commands) -> None:
     p.add_argument("--model", help="a built-in name or package.module:factory (the current folder is searched "
                                    "first); its arguments: --set model_args.NAME=VALUE")
     p.add_argument("--width", type=float)
-    p.add_argument("--method", help="dense | weightmom | gmp | snip | gsm | random")
+    p.add_argument("--method", help="dense | weightmom | gmp | snip | gsm | random | n2nskip")
     p.add_argument("--density", type=float, help="fraction of prunable weights kept, in (0, 1]")
     p.add_argument("--epochs", type=int)
     p.add_argument("--lr", type=float)

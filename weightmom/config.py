@@ -33,7 +33,7 @@ class TrainConfig:
     model: str = "lenet300"           # a built-in name or package.module:factory
     model_args: dict = field(default_factory=dict)  # keyword arguments of an import-path model's factory
     width: float = 1.0                # channel multiplier of built-in models (small ones for CPU benchmarks)
-    method: str = "dense"             # dense | weightmom | gmp | snip | gsm | random
+    method: str = "dense"             # dense | weightmom | gmp | snip | gsm | random | n2nskip
     density: float | None = None      # target fraction of prunable weights kept; None: 1 for dense, else 0.1
     pruner: dict = field(default_factory=dict)  # method knobs, e.g. {"window": 5, "threshold": 1.0}
     epochs: int = 20
@@ -90,6 +90,8 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         if value is None:
             return None
         hint = options[0]
+    if typing.get_origin(hint) is tuple:
+        return _coerce_sequence(value, typing.get_args(hint)[0], key)
     expected = getattr(hint, "__name__", str(hint))
     if hint is bool and isinstance(value, bool):
         return value
@@ -108,6 +110,19 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
     if hint is dict and isinstance(value, dict):
         return value
     raise UsageError(f"{key}: expected {expected}, got {value!r}")
+
+
+def _coerce_sequence(value: Any, item: Any, key: str) -> tuple:
+    """A `tuple[X, ...]` field takes a list, one X, or (as search spaces hold only scalars) a string "x1,x2"."""
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",")]
+        if item is int:
+            value = [int(part) if part.lstrip("+-").isdigit() else part for part in value]
+    items = value if isinstance(value, (list, tuple)) else [value]
+    try:
+        return tuple(coerce(v, item, key) for v in items)
+    except UsageError:
+        raise UsageError(f"{key}: expected a list of {item.__name__}, got {value!r}") from None
 
 
 def build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:

@@ -160,8 +160,6 @@ def train(config: TrainConfig, report: Report | None = None, data: object = None
     channels_last = device.type == "cuda" and len(dataset.input_shape) == 3
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, config, pruner.optimizer_overrides())
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(config, steps_per_epoch))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     shuffle = torch.Generator().manual_seed(config.seed)
     context = TrainingContext(
@@ -170,6 +168,9 @@ def train(config: TrainConfig, report: Report | None = None, data: object = None
         batches=lambda: iterate_batches(dataset, "train", config.batch_size, shuffle=True,
                                         generator=torch.Generator().manual_seed(config.seed + 1)),
     )
+    pruner.prepare(model, context)   # may add parameters (N2NSkip's skips): before the optimizer sees them
+    optimizer = make_optimizer(model, config, pruner.optimizer_overrides())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(config, steps_per_epoch))
     pruner.attach(model, optimizer, context)
     first_epoch, seconds_before, epoch_metrics = 1, 0.0, {}
     if resume is not None:
