@@ -214,6 +214,15 @@ def test_a_val_folder_is_the_validation_split(tmp_path: Path) -> None:
         load_imagefolder(str(folder), 16)
 
 
+def test_a_folder_too_big_to_decode_in_memory_is_refused_before_decoding(user_dir: Path, monkeypatch) -> None:
+    from weightmom import imagefolder
+
+    monkeypatch.setattr(imagefolder, "MEMORY_SHARE", 1e-9)   # this machine, pretending to be tiny
+    monkeypatch.setattr(imagefolder, "decode", lambda path, size: pytest.fail("decoded before the check"))
+    with pytest.raises(UsageError, match=r"144 images at image_size 224 decode to 0\.0 GiB.*smaller image_size"):
+        imagefolder.load_imagefolder(str(user_dir / "shapes"), 224)
+
+
 def test_dataset_by_import_path_from_the_command_line(user_dir: Path, tmp_path: Path, monkeypatch, capsys) -> None:
     monkeypatch.chdir(user_dir)
     out = tmp_path / "m.json"

@@ -78,8 +78,12 @@ def decode_all(samples: Samples, size: int) -> tuple[np.ndarray, np.ndarray]:
     images = np.empty((len(samples), 3, size, size), dtype=np.uint8)
     workers = min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for i, array in enumerate(pool.map(lambda s: decode(s[0], size), samples)):
-            images[i] = array
+        try:
+            for i, array in enumerate(pool.map(lambda s: decode(s[0], size), samples)):
+                images[i] = array
+        except UsageError:
+            pool.shutdown(cancel_futures=True)  # a bad file stops the decoding now, not after every other one
+            raise
     return images, np.array([label for _, label in samples], dtype=np.int64)
 
 
