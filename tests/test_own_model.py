@@ -267,22 +267,27 @@ def test_space_checks_user_models_and_their_arguments(user_dir: Path, monkeypatc
         assert message in str(err.value), str(err.value)
 
 
-def test_sweep_over_a_user_model_then_best_export_evaluates_identically(user_dir: Path) -> None:
+def test_sweep_over_a_user_model_then_best_export_evaluates_identically(user_dir: Path, monkeypatch, capsys) -> None:
+    import ray
+
     from sweeps.results import read_table
 
+    monkeypatch.chdir(user_dir)   # the driver's folder: Ray puts it on its workers' path, so they find mymod
     write_space(user_dir)
-    run = weightmom("sweep", "space.yaml", "--out", "sweep", "--verbose", "0", cwd=user_dir)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    try:
+        assert main(["sweep", "space.yaml", "--out", "sweep", "--verbose", "0"]) == 0, capsys.readouterr().err
+    finally:
+        ray.shutdown()
     rows = read_table(user_dir / "sweep" / "trials.parquet")
     assert len(rows) == 2 and all(r["state"] == "COMPLETE" for r in rows), rows
     assert sorted(r["config.model_args.channels"] for r in rows) == [10, 20]
-    best = weightmom("best", "sweep", "--max-density", "1", "--out", "best.yaml", "--export", "best.pt", cwd=user_dir)
-    assert best.returncode == 0, best.stderr[-3000:]
+    assert main(["best", "sweep", "--max-density", "1", "--out", "best.yaml", "--export", "best.pt"]) == 0
     chosen = max(rows, key=lambda r: (r["val_accuracy"], -r["density"]))
     exported = yaml.safe_load((user_dir / "best.yaml").read_text())
     assert exported["model"] == "mymod:build"
     assert exported["model_args"] == {"channels": chosen["config.model_args.channels"]}
-    # The trials ran on the CPU: so does the evaluation, for the identical number.
+    # The trials ran on the CPU: so does the evaluation, for the identical number. A process of its own,
+    # as a user would run it, so mymod is imported afresh by the path the checkpoint records.
     evaluated = weightmom("evaluate", "best.pt", "--device", "cpu", "--json", "eval.json", cwd=user_dir)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     metrics = json.loads((user_dir / "eval.json").read_text())
