@@ -1,6 +1,6 @@
 """A user's own model for WeightMom: any function `(input_shape, num_classes, **model_args) -> nn.Module`.
 
-    weightmom train --dataset imagefolder --data-dir runs/shapes --model shapes_model:build \
+    weightmom train --dataset imagefolder --data-dir ../runs/shapes --model shapes_model:build \
         --set model_args.channels=24 --method weightmom --density 0.1    # run from examples/
 
 Prunable weights are the Conv2d and Linear layers; everything else (BatchNorm, biases) stays dense.
