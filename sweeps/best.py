@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from sweeps.results import MODEL_FILE
-from weightmom.config import TrainConfig, build
+from weightmom.config import TrainConfig, build, merge
 from weightmom.errors import UsageError, require
 from weightmom.files import atomic_write
 
@@ -55,13 +55,8 @@ def train_config_of(row: dict) -> TrainConfig:
     """Rebuild the trial's full TrainConfig from its config.* columns."""
     values: dict = {}
     for key, value in row.items():
-        if not key.startswith("config.") or value is None:
-            continue
-        name = key.removeprefix("config.")
-        if name.startswith("pruner."):
-            values.setdefault("pruner", {})[name.removeprefix("pruner.")] = value
-        else:
-            values[name] = value
+        if key.startswith("config.") and value is not None:
+            merge(values, key.removeprefix("config."), value)
     return build(TrainConfig, values)
 
 

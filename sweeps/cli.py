@@ -25,6 +25,9 @@ def add_parsers(commands) -> None:
                    help="trial checkpoints: s3://... or a shared folder on a cluster "
                         "(default: the space's storage_path, else OUT/ray)")
     p.add_argument("--resume", action="store_true", help="continue the interrupted sweep in --out")
+    p.add_argument("--code-dir", dest="code_dir",
+                   help="folder of your own modules (model: mymod:build): imported from here and shipped to "
+                        "every trial through Ray's runtime environment")
     p.add_argument("--smoke-test", dest="smoke_test", action="store_true", help="2 trials of 1 epoch")
     p.add_argument("--no-reuse-actors", dest="reuse_actors", action="store_false")
     p.add_argument("--seed", type=int, default=0)
@@ -47,16 +50,18 @@ def add_parsers(commands) -> None:
 
 
 def run_sweep_command(args: argparse.Namespace) -> int:
+    from sweeps.code_dir import use_code_dir
     from sweeps.runner import SweepOptions, load_state, run_sweep
     from sweeps.space import load_space
 
+    code_dir = use_code_dir(args.code_dir) if args.code_dir else None  # first: the space may import from it
     space = load_space(args.space)
     out = Path(args.out or f"runs/{space.name}")
     options = SweepOptions(out=out, trials=args.trials, concurrency=args.concurrency,
                            tracking_uri=args.tracking_uri, address=args.address, storage_path=args.storage_path,
                            resume=args.resume,
                            smoke_test=args.smoke_test, reuse_actors=args.reuse_actors, seed=args.seed,
-                           verbose=args.verbose)
+                           verbose=args.verbose, code_dir=code_dir)
     rows = run_sweep(space, options)
     budget = load_state(out).trials
     counts = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAILED")}

@@ -132,8 +132,9 @@ def recover(space: SearchSpace, state: SweepState, out: Path, reason: str) -> Re
     requeued, dropped = running[:remaining], running[remaining:]
     for trial in dropped:   # more were running than the budget has room for: never the case in practice
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+    mlflow = ResilientClient(state.tracking_uri, out / "mlflow_pending.jsonl")
     for trial in requeued:
-        checkpoint = last_checkpoint(state, trial)
+        checkpoint = last_checkpoint(state, trial, logged_epoch(mlflow, state, trial.user_attrs.get(RAY_TRIAL_ID)))
         if checkpoint:
             optuna.Trial(study, trial._trial_id).set_user_attr(RESUME_CHECKPOINT, checkpoint)
     keep = {t.user_attrs[RAY_TRIAL_ID] for t in requeued if RAY_TRIAL_ID in t.user_attrs}
@@ -179,36 +180,54 @@ def next_experiment(name: str) -> str:
     return f"{base}-r{int(count or 0) + 1}"
 
 
-def last_checkpoint(state: SweepState, trial: optuna.trial.FrozenTrial) -> str | None:
-    """The newest checkpoint holding a loadable training state, of the Ray trials that ran `trial`.
+def last_checkpoint(state: SweepState, trial: optuna.trial.FrozenTrial, up_to_epoch: int) -> str | None:
+    """The newest checkpoint of `trial` with a loadable training state of epoch `up_to_epoch` at most.
 
-    Looks in every experiment folder of this sweep (a trial re-queued once ran in the folder of the
-    recovery before), newest Ray trial first, and falls back to the checkpoint an earlier recovery
-    gave it. A checkpoint that a killed worker left half-uploaded does not load and is skipped.
+    A trial continues from a checkpoint no newer than its last epoch in MLflow: the epochs between
+    would otherwise never be logged (the driver died before it sent them). Ray's own snapshot keeps
+    the same rule by naming a checkpoint only after its epochs are logged. Looks in every experiment
+    folder of this sweep (a trial re-queued once ran in the folder of the recovery before), newest
+    Ray trial first, then at the checkpoint an earlier recovery gave it. A checkpoint that a killed
+    worker left half-uploaded does not load and is skipped.
     """
     fs, root = get_fs_and_path(state.storage)
     base = re.fullmatch(r"(.*?)(-r\d+)?", state.ray_experiment).group(1)
     experiments = sorted(n for n in _names(fs, root) if n == base or n.startswith(f"{base}-r"))
+    candidates = []
     for ray_id in dict.fromkeys(filter(None, (trial.user_attrs.get(RAY_TRIAL_LATEST),
                                               trial.user_attrs.get(RAY_TRIAL_ID)))):
         folders = [f"{e}/{n}" for e in experiments for n in _names(fs, f"{root}/{e}")
                    if n.startswith(f"run_trial_{ray_id}_")]
-        checkpoints = sorted((f"{f}/{n}" for f in folders for n in _names(fs, f"{root}/{f}")
-                              if re.fullmatch(r"checkpoint_\d+", n)),
+        candidates += sorted((f"{state.storage.rstrip('/')}/{f}/{n}" for f in folders
+                              for n in _names(fs, f"{root}/{f}") if re.fullmatch(r"checkpoint_\d+", n)),
                              key=lambda p: int(p.rsplit("_", 1)[1]), reverse=True)
-        for checkpoint in checkpoints:
-            if _loads(fs, f"{root}/{checkpoint}/{STATE_FILE}"):
-                return f"{state.storage.rstrip('/')}/{checkpoint}"
-    return trial.user_attrs.get(RESUME_CHECKPOINT) or None
+    candidates += [trial.user_attrs[RESUME_CHECKPOINT]] if trial.user_attrs.get(RESUME_CHECKPOINT) else []
+    for checkpoint in candidates:
+        epoch = _epoch_of(f"{checkpoint}/{STATE_FILE}")
+        if epoch is not None and epoch <= up_to_epoch:
+            return checkpoint
+    return None
 
 
-def _loads(fs: pyarrow.fs.FileSystem, path: str) -> bool:
+def _epoch_of(path: str) -> int | None:
+    """The epoch of the training state at `path` (path or URI); None when it is missing or does not load."""
     try:
-        with fs.open_input_stream(path) as stream:
-            torch.load(io.BytesIO(stream.readall()), map_location="cpu", weights_only=True)
-        return True
+        fs, fs_path = get_fs_and_path(path)
+        with fs.open_input_stream(fs_path) as stream:
+            return int(torch.load(io.BytesIO(stream.readall()), map_location="cpu", weights_only=True)["epoch"])
     except Exception:  # missing, truncated or corrupt: not a state to continue from
-        return False
+        return None
+
+
+def logged_epoch(mlflow: ResilientClient, state: SweepState, trial_id: str | None) -> int:
+    """The last epoch of `trial_id` in MLflow (0: none, or the server cannot be reached)."""
+    if trial_id is None:
+        return 0
+    runs = mlflow.retry(mlflow.client.search_runs, [state.experiment_id], max_results=1,
+                        filter_string=f"tags.trial_id = '{trial_id}' and "
+                                      f"tags.mlflow.parentRunId = '{state.parent_run_id}'")
+    history = mlflow.retry(mlflow.client.get_metric_history, runs[0].info.run_id, "test_accuracy") if runs else None
+    return max((m.step for m in history or []), default=0)
 
 
 # -- MLflow: no child run left RUNNING ----------------------------------------------------------

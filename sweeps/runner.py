@@ -25,6 +25,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from sweeps import ray_session, recovery
 from sweeps.callback import SweepRecorder
+from sweeps.code_dir import runtime_env
 from sweeps.mlflow_client import ResilientClient, check_reachable, default_tracking_uri
 from sweeps.results import ResultsTable
 from sweeps.samplers import make_sampler
@@ -53,6 +54,7 @@ class SweepOptions:
     max_failures: int = 1              # retries of a failed trial (node loss); divergence fails again fast
     seed: int = 0
     verbose: int = 1
+    code_dir: Path | None = None       # the user's modules, shipped to every trial (see sweeps.code_dir)
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,8 @@ def run_sweep(space: SearchSpace, options: SweepOptions) -> list[dict]:
     # after a crash Ray resumes from a state 5 s old on average). benchmarks/snapshot_cost.py, README.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    require(options.code_dir is None or not ray.is_initialized(),
+            "--code-dir: Ray is already initialised in this process, so the sweep cannot ship the code")
     if options.resume:
         ray_session.end_leftovers(options.out)
     session_dir = start_ray(checked, options)
@@ -219,7 +223,8 @@ def start_ray(checked: Plan, options: SweepOptions) -> str | None:
     # No --address means this machine alone: "local" starts a fresh Ray even if another one runs here
     # (plain ray.init() would silently join it). A cluster is joined only when asked, e.g. --address auto.
     context = ray.init(address=options.address or "local", include_dashboard=False,
-                       log_to_driver=options.verbose > 1, configure_logging=False, runtime_env={"env_vars": env})
+                       log_to_driver=options.verbose > 1, configure_logging=False,
+                       runtime_env=runtime_env(options.code_dir, env))
     return None if options.address else context.address_info["session_dir"]
 
 
@@ -288,4 +293,4 @@ def load_sweep_space(out: Path) -> SearchSpace:
     from sweeps.space import load_space
 
     load_state(out)
-    return load_space(out / SPACE_COPY)
+    return load_space(out / SPACE_COPY, import_code=False)

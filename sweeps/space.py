@@ -24,6 +24,7 @@ from sweeps.space_checks import (
     check_objectives,
     check_params,
     check_schedule,
+    check_sources,
     check_start_point,
     flatten_fixed,
     possible_methods,
@@ -87,7 +88,7 @@ class SearchSpace:
     objectives: tuple[Objective, ...]
     early_stopping: EarlyStopping
     storage_path: str | None
-    fixed: dict              # flat TrainConfig keys (pruner.* dotted) -> constant
+    fixed: dict              # flat TrainConfig keys (pruner.*, model_args.* dotted) -> constant
     params: dict[str, ParamSpec]
     start_points: tuple[dict, ...]   # for a grid: every combination, in order
     sampler: str = "tpe"
@@ -183,7 +184,7 @@ def _label(path: Path) -> str:
         return str(path)
 
 
-def _compile(raw: RawSpace, path: Path) -> SearchSpace:
+def _compile(raw: RawSpace, path: Path, import_code: bool) -> SearchSpace:
     fixed = flatten_fixed(raw.fixed)
     if isinstance(fixed.get("data_dir"), str):
         # Trials run in Ray workers with another working directory: a relative folder means the driver's.
@@ -191,6 +192,8 @@ def _compile(raw: RawSpace, path: Path) -> SearchSpace:
     methods = possible_methods(raw, fixed)
     check_fixed(fixed, methods)
     check_params(raw, fixed, methods)
+    if import_code:
+        check_sources(raw, fixed)
     for i, point in enumerate(raw.start_points):
         check_start_point(i, point, raw, fixed)
     check_schedule(raw, fixed)
@@ -220,12 +223,16 @@ def _trials_and_points(raw: RawSpace) -> tuple[int, tuple[dict, ...]]:
     return raw.trials or len(points), tuple(points)
 
 
-def load_space(name_or_path: str | Path) -> SearchSpace:
-    """Read, validate and compile a space; every problem is one UsageError line naming file and key."""
+def load_space(name_or_path: str | Path, import_code: bool = True) -> SearchSpace:
+    """Read, validate and compile a space; every problem is one UsageError line naming file and key.
+
+    `import_code=False` skips importing the user's models and loaders: for a finished sweep's own copy,
+    checked when the sweep started, read where that code may not be.
+    """
     path = find_space(str(name_or_path))
     label = _label(path)
     try:
-        return _compile(RawSpace.model_validate(read_space_file(path, label)), path)
+        return _compile(RawSpace.model_validate(read_space_file(path, label)), path, import_code)
     except pydantic.ValidationError as err:
         raise UsageError(f"{label}: {pydantic_message(err)}".replace("\n", " ")) from None
     except Invalid as err:

@@ -12,24 +12,26 @@ import math
 from typing import Any
 
 from sweeps.space_schema import CategoricalParam, FixedParam, FloatParam, Invalid, NumericParam, Param, RawSpace
-from weightmom.config import LR_SCHEDULES, OPTIMIZERS, TrainConfig, build
-from weightmom.data import DATASETS
+from weightmom.config import LR_SCHEDULES, OPTIMIZERS, TrainConfig, build, mapping_fields
+from weightmom.data_sources import check_dataset_name, data_loader
 from weightmom.errors import UsageError
-from weightmom.models import MODELS
+from weightmom.imports import is_import_path
+from weightmom.models import check_model_name, model_factory
 from weightmom.pruning import METHODS, pruner_config
 
 AUTO_EARLY_STOPPING_EPOCHS = 6   # below this, ASHA has too few rungs to be worth its noise
-TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name != "pruner")
-REGISTRIES: dict[str, Any] = {"method": METHODS, "model": MODELS, "dataset": DATASETS,
-                              "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES}
+NESTED = mapping_fields()        # pruner, model_args: set as pruner.<knob>, model_args.<argument>
+TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in NESTED)
+REGISTRIES: dict[str, Any] = {"method": METHODS, "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES}
 
 
 def flatten_fixed(fixed: dict) -> dict:
-    flat = {k: v for k, v in fixed.items() if k != "pruner"}
-    if "pruner" in fixed:
-        if not isinstance(fixed["pruner"], dict):
-            raise Invalid("fixed.pruner: expected a mapping of pruner knobs")
-        flat.update({f"pruner.{k}": v for k, v in fixed["pruner"].items()})
+    flat = {k: v for k, v in fixed.items() if k not in NESTED}
+    for head in NESTED:
+        if head in fixed:
+            if not isinstance(fixed[head], dict):
+                raise Invalid(f"fixed.{head}: expected a mapping of {head}.<name> keys")
+            flat.update({f"{head}.{k}": v for k, v in fixed[head].items()})
     return flat
 
 
@@ -62,13 +64,16 @@ def _knob_takers(knob: str, methods: list[str]) -> list[str]:
 def _check_name(key: str, name: str, methods: list[str]) -> None:
     """`name` is a TrainConfig field or a pruner knob that every method in `methods` accepts."""
     head, dotted, knob = name.partition(".")
-    if name == "pruner" or (dotted and head != "pruner"):
-        raise Invalid(f"{key}: expected a TrainConfig field or pruner.<knob>; nested keys exist only under pruner")
+    if name in NESTED or (dotted and head not in NESTED) or (dotted and not knob):
+        raise Invalid(f"{key}: expected a TrainConfig field, pruner.<knob> or model_args.<argument>; "
+                      f"nested keys exist only under {', '.join(NESTED)}")
     if not dotted:
         if name not in TRAIN_FIELDS:
-            raise Invalid(f"{key}: unknown key; expected a TrainConfig field ({', '.join(TRAIN_FIELDS)}) "
-                          f"or pruner.<knob>")
+            raise Invalid(f"{key}: unknown key; expected a TrainConfig field ({', '.join(TRAIN_FIELDS)}), "
+                          f"pruner.<knob> or model_args.<argument>")
         return
+    if head == "model_args":
+        return  # the model's own arguments: check_model_args matches them with its factory
     if knob == "density":
         raise Invalid(f"{key}: the target density is the top-level key 'density', not pruner.density")
     takers = _knob_takers(knob, methods)
@@ -96,6 +101,12 @@ def _check_value(key: str, name: str, value: Any, methods: list[str]) -> None:
     try:
         if name in REGISTRIES and value not in REGISTRIES[name]:
             raise UsageError(f"unknown {name} {value!r}; choose from: {', '.join(REGISTRIES[name])}")
+        if name == "model" and isinstance(value, str):
+            check_model_name(value)     # check_sources imports a user's model
+        if name == "dataset" and isinstance(value, str):
+            check_dataset_name(value)   # check_sources imports a user's loader, with its data_dir
+        if name.startswith("model_args."):
+            return
         if name.startswith("pruner."):
             for method in _knob_takers(name.removeprefix("pruner."), methods):
                 pruner_config(method, 0.1, {name.removeprefix("pruner."): value})
@@ -106,6 +117,32 @@ def _check_value(key: str, name: str, value: Any, methods: list[str]) -> None:
                 pruner_config(method, value)
     except UsageError as err:
         raise Invalid(f"{key}: {_reason(err, name)}") from None
+
+
+def _possible(raw: RawSpace, fixed: dict, name: str) -> list[tuple[str, Any]]:
+    """(key path, value) for every value `name` can take: its param's samples, else fixed, else the default."""
+    if name in raw.params:
+        return [(f"params.{name}.{suffix}", value) for suffix, value in raw.params[name].samples()]
+    return [(f"fixed.{name}", fixed.get(name, getattr(TrainConfig(), name)))]
+
+
+def check_sources(raw: RawSpace, fixed: dict) -> None:
+    """Every model the space can pick must take every model_args.<argument> it sets (a conditional one
+    may be missing from some trials), and width only where it is built in; every dataset must be
+    loadable with the data_dir it gets. Imports the user's modules (so the driver must find them too),
+    reads no data."""
+    names = {k.removeprefix("model_args.") for k in (*fixed, *raw.params) if k.startswith("model_args.")}
+    try:
+        for key, model in _possible(raw, fixed, "model"):
+            for _, width in _possible(raw, fixed, "width"):
+                where = key
+                model_factory(model, width if is_import_path(model) else 1.0, dict.fromkeys(names), partial=True)
+        for key, dataset in _possible(raw, fixed, "dataset"):
+            for _, data_dir in _possible(raw, fixed, "data_dir"):
+                where = key
+                data_loader(dataset, data_dir)
+    except UsageError as err:
+        raise Invalid(f"{where}: {err}") from None
 
 
 def check_fixed(fixed: dict, methods: list[str]) -> None:

@@ -186,7 +186,7 @@ def few_digits() -> TensorDataset:
 def test_every_shipped_model_trains_with_skips(name: str, few_digits: TensorDataset) -> None:
     config = TrainConfig(model=name, width=0.125, method="n2nskip", density=0.1, epochs=1, batch_size=128,
                          device="cpu")
-    result = train(config, dataset=few_digits, progress=False)
+    result = train(config, data=few_digits, progress=False)
     metrics = result.metrics
     assert metrics["skips"] == SKIPS_PER_MODEL[name] and metrics["params_skip"] > 0
     layers = len(metrics["layer_densities"])

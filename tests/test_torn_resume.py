@@ -17,6 +17,7 @@ from pathlib import Path
 import optuna
 import pyarrow.parquet as pq
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from sweeps import ray_session
@@ -61,6 +62,14 @@ def run_until(command: list[str], out: Path, log: Path, condition, stop: signal.
             driver.wait(timeout=30)
 
 
+def epoch_in(state_file: Path) -> int | None:
+    """The epoch a trial's saved training state is at; None for a file the kill left half-written."""
+    try:
+        return torch.load(state_file, weights_only=True)["epoch"]
+    except (EOFError, RuntimeError):
+        return None
+
+
 def study_of(out: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=load_state(out).optuna_storage)
 
@@ -79,8 +88,16 @@ def test_torn_snapshot_resume_settles_every_trial_once(tmp_path: Path, mlflow_se
     finished = len({r["trial_id"] for r in read_table(out / "trials.parquet")}
                    | {t.user_attrs[RAY_TRIAL_ID] for t in before if t.state.is_finished()})
     assert 1 <= finished < trials and running
-    checkpointed = {t.user_attrs[RAY_TRIAL_ID] for t in running.values()
-                    if list(torn_folder.glob(f"run_trial_{t.user_attrs[RAY_TRIAL_ID]}_*/checkpoint_*/state.pt"))}
+    client = MlflowClient(mlflow_server.uri)
+    logged = {r.data.tags["trial_id"]: max((m.step for m in client.get_metric_history(r.info.run_id, "test_accuracy")),
+                                           default=0) for r in child_runs(client, out)}
+    # Each interrupted trial continues from its newest checkpoint whose epochs all reached MLflow.
+    expected_start = {}
+    for trial in running.values():
+        trial_id = trial.user_attrs[RAY_TRIAL_ID]
+        epochs = [epoch_in(p) for p in torn_folder.glob(f"run_trial_{trial_id}_*/checkpoint_*/state.pt")]
+        expected_start[trial_id] = max((e for e in epochs if e is not None and e <= logged.get(trial_id, 0)),
+                                       default=0)
 
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600, env=ENV)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
@@ -101,8 +118,7 @@ def test_torn_snapshot_resume_settles_every_trial_once(tmp_path: Path, mlflow_se
         assert after.params == before.params and after.state.name in ("COMPLETE", "PRUNED")
         row = next(r for r in rows if r["trial_id"] == before.user_attrs[RAY_TRIAL_ID])
         assert all(row[f"config.{k}"] == v for k, v in before.params.items())
-        assert (row["resumed_from_epoch"] > 0) == (row["trial_id"] in checkpointed)
-    client = MlflowClient(mlflow_server.uri)
+        assert row["resumed_from_epoch"] == expected_start[row["trial_id"]]
     children = child_runs(client, out)
     assert sorted(r.data.tags["trial_id"] for r in children) == sorted(r["trial_id"] for r in rows)
     assert not [r for r in children if r.info.status == "RUNNING"]

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from weightmom.errors import UsageError
+from weightmom.errors import UsageError, require
 from weightmom.files import atomic_write
 from weightmom.models import create_model
 from weightmom.skips import SkipSpec, attach_skips, skip_specs
@@ -55,16 +55,19 @@ def atomic_save(obj: object, path: str | Path) -> None:
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, masks: dict[str, torch.Tensor], *,
-                    config: dict, input_shape: tuple[int, ...], num_classes: int, metrics: dict | None = None) -> None:
+                    config: dict, input_shape: tuple[int, ...], num_classes: int, metrics: dict | None = None,
+                    class_names: tuple[str, ...] | None = None) -> None:
     """Write `model` with its masks sparsely, plus what is needed to rebuild and evaluate it.
 
+    `config` names the model (a built-in, or the import path and model_args of the user's factory).
     Skip connections a method added (N2NSkip) are described in the file, so it rebuilds without the run's config.
     """
     tensors = {name: encode(value, masks.get(name)) for name, value in model.state_dict().items()}
     scalars = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float, str))}
     atomic_save({"format": FORMAT, "config": config, "input_shape": list(input_shape),
-                 "num_classes": num_classes, "metrics": scalars, "tensors": tensors,
-                 "skips": [spec.to_dict() for spec in skip_specs(model)]}, path)
+                 "num_classes": num_classes, "class_names": list(class_names) if class_names else None,
+                 "metrics": scalars, "tensors": tensors, "skips": [spec.to_dict() for spec in skip_specs(model)]},
+                path)
 
 
 @dataclass
@@ -76,10 +79,20 @@ class Checkpoint:
     state_dict: dict[str, torch.Tensor]
     masks: dict[str, torch.Tensor]
     skips: list[SkipSpec] = field(default_factory=list)
+    class_names: tuple[str, ...] | None = None
 
-    def build_model(self) -> nn.Module:
-        """The dense model, with any skip connections, and the stored weights (pruned ones exactly zero)."""
-        model = create_model(self.config["model"], self.input_shape, self.num_classes, width=self.config["width"])
+    def build_model(self, model: nn.Module | None = None) -> nn.Module:
+        """The dense model, with any skip connections, and the stored weights (pruned ones exactly zero).
+
+        Built by name or import path as it was trained; a model that was handed to `train()` as an
+        object has neither, so pass a freshly built one of the same architecture.
+        """
+        if model is None:
+            name = self.config["model"]
+            require(not name.startswith("<"), f"the checkpoint's model {name} was passed to train() as an object: "
+                                              "build the same architecture and pass it to build_model(model)")
+            model = create_model(name, self.input_shape, self.num_classes, width=self.config["width"],
+                                 model_args=self.config.get("model_args"))
         attach_skips(model, self.skips)
         model.load_state_dict(self.state_dict)
         return model
@@ -101,8 +114,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         if mask is not None:
             masks[name] = mask
     skips = [SkipSpec.from_dict(spec) for spec in raw.get("skips", [])]
+    class_names = tuple(raw["class_names"]) if raw.get("class_names") else None
     return Checkpoint(raw["config"], tuple(raw["input_shape"]), raw["num_classes"], raw["metrics"], state, masks,
-                      skips)
+                      skips, class_names)
 
 
 def apply_masks_with_torch_prune(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:

@@ -45,9 +45,12 @@ def add_train_parser(commands) -> None:
     p = commands.add_parser("train", help="train one model, optionally pruned")
     p.add_argument("--config", help="YAML file of config keys")
     p.add_argument("--preset", default="default", help="default | paper (Adam, lr 0.05 halved every 30 epochs)")
-    p.add_argument("--dataset")
-    p.add_argument("--data-dir", dest="data_dir", help="folder in the CIFAR python layout")
-    p.add_argument("--model")
+    p.add_argument("--dataset", help="digits | cifar10 | cifar100 | imagefolder | package.module:loader")
+    p.add_argument("--data-dir", dest="data_dir",
+                   help="folder in the CIFAR python layout, or an ImageFolder root (train/ and test/)")
+    p.add_argument("--image-size", dest="image_size", type=int, help="imagefolder: resize images to this square")
+    p.add_argument("--model", help="a built-in name or package.module:factory (the current folder is searched "
+                                   "first); its arguments: --set model_args.NAME=VALUE")
     p.add_argument("--width", type=float)
     p.add_argument("--method", help="dense | weightmom | gmp | snip | gsm | random | n2nskip")
     p.add_argument("--density", type=float, help="fraction of prunable weights kept, in (0, 1]")
@@ -69,8 +72,8 @@ def run_train(args: argparse.Namespace) -> int:
     from weightmom.config import resolve_config
     from weightmom.training import train
 
-    flags = {k: getattr(args, k) for k in ("dataset", "data_dir", "model", "width", "method", "density",
-                                            "epochs", "lr", "batch_size", "seed", "device")}
+    flags = {k: getattr(args, k) for k in ("dataset", "data_dir", "image_size", "model", "width", "method",
+                                            "density", "epochs", "lr", "batch_size", "seed", "device")}
     config = resolve_config(args.preset, args.config, flags, args.assignments)
     for path, flag in ((args.json, "--json"), (args.save, "--save"), (args.save_masks, "--save-masks")):
         check_writable(path, flag)
@@ -88,7 +91,7 @@ def run_train(args: argparse.Namespace) -> int:
 def summary_line(metrics: dict) -> str:
     val = f"val_accuracy={metrics['val_accuracy']:.4f} " if "val_accuracy" in metrics else ""
     return (f"{val}test_accuracy={metrics['test_accuracy']:.4f} density={metrics['density']:.4f} "
-            f"compression={metrics['compression_ratio']:.1f}x")
+            f"compression={metrics['compression_ratio']:.1f}x classes={metrics['num_classes']}")
 
 
 def add_evaluate_parser(commands) -> None:
@@ -101,7 +104,9 @@ def add_evaluate_parser(commands) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from weightmom.checkpoint import load_checkpoint
-    from weightmom.data import load_dataset, split_validation
+    from weightmom.data import split_validation
+    from weightmom.data_sources import data_loader
+    from weightmom.errors import require
     from weightmom.metrics import sparsity_report
     from weightmom.training import evaluate, resolve_device
 
@@ -109,13 +114,19 @@ def run_evaluate(args: argparse.Namespace) -> int:
     checkpoint = load_checkpoint(args.checkpoint)
     device = resolve_device(args.device)
     config = checkpoint.config
-    dataset = load_dataset(config["dataset"], data_dir=args.data_dir or config["data_dir"], device=device)
+    model = checkpoint.build_model()  # needs no data: a model that cannot be rebuilt fails before it loads
+    load = data_loader(config["dataset"], args.data_dir or config["data_dir"], config.get("image_size", 32))
+    dataset = load().to(device)
     # The run's split decides the normalisation statistics, so the same split gives the same inputs.
     dataset = split_validation(dataset, config.get("val_fraction", 0.0), config.get("split_seed", 0))
-    model = checkpoint.build_model().to(device)
+    require(checkpoint.class_names is None or dataset.class_names in (None, checkpoint.class_names),
+            f"the data's classes {list(dataset.class_names or [])} are not the checkpoint's "
+            f"{list(checkpoint.class_names or [])}")
+    model = model.to(device)
     test_loss, test_accuracy = evaluate(model, dataset)
     metrics = {"test_accuracy": test_accuracy, "test_loss": test_loss, **sparsity_report(model),
-               "model": config["model"], "dataset": config["dataset"], "method": config["method"]}
+               "model": config["model"], "dataset": config["dataset"], "method": config["method"],
+               "num_classes": checkpoint.num_classes}
     if args.json:
         write_json(args.json, metrics)
     print(summary_line(metrics))

@@ -27,10 +27,12 @@ LR_SCHEDULES = ("cosine", "step", "constant")
 class TrainConfig:
     """Everything one training run needs; `asdict` is what gets logged and swept."""
 
-    dataset: str = "digits"
-    data_dir: str | None = None       # CIFAR "python version" folder; None downloads to the cache
-    model: str = "lenet300"
-    width: float = 1.0                # channel multiplier (small models for CPU benchmarks)
+    dataset: str = "digits"           # digits | cifar10 | cifar100 | imagefolder | package.module:loader
+    data_dir: str | None = None       # CIFAR "python version" folder or ImageFolder root; None: download
+    image_size: int = 32              # imagefolder (and PIL datasets): images are resized to this square
+    model: str = "lenet300"           # a built-in name or package.module:factory
+    model_args: dict = field(default_factory=dict)  # keyword arguments of an import-path model's factory
+    width: float = 1.0                # channel multiplier of built-in models (small ones for CPU benchmarks)
     method: str = "dense"             # dense | weightmom | gmp | snip | gsm | random | n2nskip
     density: float | None = None      # target fraction of prunable weights kept; None: 1 for dense, else 0.1
     pruner: dict = field(default_factory=dict)  # method knobs, e.g. {"window": 5, "threshold": 1.0}
@@ -54,6 +56,7 @@ class TrainConfig:
         require(self.lr > 0 and math.isfinite(self.lr), f"lr must be positive (got {self.lr})")
         require(self.batch_size > 0, f"batch_size must be positive (got {self.batch_size})")
         require(self.width > 0, f"width must be positive (got {self.width})")
+        require(self.image_size > 0, f"image_size must be a positive integer (got {self.image_size})")
         require(self.density is None or 0 < self.density <= 1,
                 f"density must be in (0, 1] (got {self.density})")
         require(self.optimizer in OPTIMIZERS,
@@ -142,16 +145,45 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def mapping_fields(cls: type = TrainConfig) -> tuple[str, ...]:
+    """The dict-valued fields (`pruner`, `model_args`): the only keys that take dotted sub-keys."""
+    hints = typing.get_type_hints(cls)
+    return tuple(f.name for f in dataclasses.fields(cls) if hints[f.name] is dict)
+
+
 def merge(values: dict[str, Any], key: str, value: Any) -> None:
-    """Set a possibly dotted key (`pruner.window`) in a nested dict, in place."""
+    """Set a possibly dotted key (`pruner.window`, `model_args.depth`) in a nested dict, in place.
+
+    A dict value for a mapping field is merged key by key into what is already there.
+    """
     head, _, rest = key.partition(".")
+    nested = mapping_fields()
     if rest:
-        require(head == "pruner", f"unknown config key {key!r}: only pruner.* keys are nested")
-        values.setdefault(head, {})
-        require(isinstance(values[head], dict), f"{head} must be a mapping")
-        values[head] = {**values[head], rest: value}
-    else:
+        require(head in nested, f"unknown config key {key!r}: only {', '.join(f'{n}.*' for n in nested)} "
+                                "keys are nested")
+    if not rest and not (head in nested and isinstance(value, dict)):
         values[key] = value
+        return
+    values.setdefault(head, {})
+    require(isinstance(values[head], dict), f"{head} must be a mapping")
+    inner = dict(values[head])
+    if rest:
+        merge_into(inner, rest, value)
+    else:
+        inner.update(value)
+    values[head] = inner
+
+
+def merge_into(mapping: dict[str, Any], key: str, value: Any) -> None:
+    """`a.b` sets mapping["a"]["b"], creating or copying the levels on the way."""
+    head, _, rest = key.partition(".")
+    if not rest:
+        mapping[head] = value
+        return
+    inner = mapping.get(head)
+    require(inner is None or isinstance(inner, dict), f"{head} must be a mapping to set {key!r}")
+    mapping[head] = dict(inner or {})
+    merge_into(mapping[head], rest, value)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
@@ -174,10 +206,7 @@ def resolve_config(preset: str = "default", file: str | Path | None = None,
     values: dict[str, Any] = dict(PRESETS[preset])
     if file is not None:
         for key, value in load_yaml(file).items():
-            if key == "pruner" and isinstance(value, dict):
-                values["pruner"] = {**values.get("pruner", {}), **value}
-            else:
-                values[key] = value
+            merge(values, key, value)
     for key, value in (flags or {}).items():
         if value is not None:
             values[key] = value

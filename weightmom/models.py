@@ -6,6 +6,9 @@ layers, registered in the order they run.  ``input_shape`` is ``(channels, heigh
 width)``; every model works on both 8x8 one-channel digits and 32x32 RGB CIFAR images.
 ``width`` scales every hidden channel / unit count so benchmarks can run small copies
 on a CPU; ``width=1.0`` is the standard architecture.
+
+A user's own model is named by import path, ``package.module:factory``, and built as
+``factory(input_shape, num_classes, **model_args)``; it is checked like a registered one.
 """
 
 from __future__ import annotations
@@ -17,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from weightmom.errors import UsageError
+from weightmom.errors import UsageError, require
+from weightmom.imports import check_call, import_path_of, is_import_path, resolve
 
 Shape = tuple[int, int, int]
 
@@ -293,14 +297,87 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+ModelFactory = Callable[[Shape, int], nn.Module]
+
+
+def check_model_name(name: str) -> None:
+    """A registered name or something shaped like an import path; nothing is imported."""
+    require(name in MODELS or is_import_path(name),
+            f"unknown model {name!r}; choose from: {', '.join(MODELS)}, or package.module:factory")
+
+
+def model_factory(name: str, width: float = 1.0, model_args: dict | None = None,
+                  partial: bool = False) -> ModelFactory:
+    """Resolve `name` now and build later: a bad name fails before any data loads.
+
+    `name` is a registered model or an import path `package.module:factory`, called as
+    `factory(input_shape, num_classes, **model_args)`; `width` is for registered models only.
+    `partial` accepts model_args that leave out required arguments (a search space sets some per trial).
+    """
+    model_args = dict(model_args or {})
+    check_model_name(name)
+    if not is_import_path(name):
+        require(not model_args, f"model_args are for models given by import path; {name} takes only width")
+        if not (isinstance(width, (int, float)) and math.isfinite(width) and width > 0):
+            raise UsageError(f"width must be a positive number, got {width!r}")
+        return lambda shape, classes: MODELS[name](shape, classes, float(width))
+    require(width == 1.0, f"width applies to the built-in models; pass {name}'s own arguments as model_args")
+    factory = resolve(name, "model")
+    check_call(factory, f"model {name!r} cannot be called as factory(input_shape, num_classes, **model_args)",
+               2, model_args, partial)
+    return lambda shape, classes: checked_model(factory(shape, classes, **model_args), name)
+
+
+def model_source(name: str, width: float, model_args: dict, model: object = None) -> tuple[str, ModelFactory]:
+    """What a run records as its model, and how to build it: from the config's name, or from an
+    nn.Module or factory handed to `train` (recorded by import path when it has one)."""
+    if model is None:
+        return name, model_factory(name, width, model_args)
+    require(width == 1.0, "width applies to the built-in models, not to a model passed to train()")
+    if isinstance(model, nn.Module):
+        require(not model_args, "model_args need a factory; train() was given a built model")
+        label = f"<{type(model).__name__} object>"
+        return label, lambda shape, classes: checked_model(model, label)
+    require(callable(model), f"model must be an nn.Module or a factory, got {type(model).__name__}")
+    label = import_path_of(model) or f"<{getattr(model, '__qualname__', type(model).__name__)}>"
+    check_call(model, f"model {label} cannot be called as factory(input_shape, num_classes, **model_args)",
+               2, model_args)
+    return label, lambda shape, classes: checked_model(model(shape, classes, **model_args), label)
+
+
+def checked_model(model: object, name: str) -> nn.Module:
+    """A user's model must be an nn.Module with something to prune."""
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"model {name!r} returned an object of type {type(model).__name__}, not a torch.nn.Module")
+    if not any(isinstance(m, (nn.Conv2d, nn.Linear)) for m in model.modules()):
+        raise UsageError(f"model {name!r} has no Conv2d or Linear layer: nothing to prune")
+    return model
+
+
+def check_forward(model: nn.Module, sample: torch.Tensor, num_classes: int, name: str) -> None:
+    """One eval-mode forward pass: a model that cannot take the data, or gives the wrong number of
+    logits, fails here in one line rather than in the first training step."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = model(sample[:1])
+    except Exception as err:  # a user's forward can raise anything
+        raise UsageError(f"model {name!r} fails on a {tuple(sample[:1].shape)} input: "
+                         f"{' '.join(f'{type(err).__name__}: {err}'.split())}") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (1, num_classes):
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise UsageError(f"model {name!r} must return (batch, {num_classes}) logits for this data, got {got}")
+
+
 def create_model(
-    name: str, input_shape: tuple[int, int, int], num_classes: int, width: float = 1.0
+    name: str, input_shape: tuple[int, int, int], num_classes: int, width: float = 1.0,
+    model_args: dict | None = None,
 ) -> nn.Module:
-    """Build the registered model ``name``; raises UsageError for bad arguments."""
-    if name not in MODELS:
-        raise UsageError(f"unknown model {name!r}; choose from: {', '.join(MODELS)}")
-    if not (isinstance(width, (int, float)) and math.isfinite(width) and width > 0):
-        raise UsageError(f"width must be a positive number, got {width!r}")
+    """Build model ``name`` (registered, or an import path); raises UsageError for bad arguments."""
+    factory = model_factory(name, width, model_args)
     if len(input_shape) != 3 or any(int(s) < 1 for s in input_shape):
         raise UsageError(
             f"input_shape must be (channels, height, width) of positive ints, got {input_shape!r}"
@@ -308,4 +385,4 @@ def create_model(
     if num_classes < 1:
         raise UsageError(f"num_classes must be at least 1, got {num_classes!r}")
     shape = (int(input_shape[0]), int(input_shape[1]), int(input_shape[2]))
-    return MODELS[name](shape, int(num_classes), float(width))
+    return factory(shape, int(num_classes))

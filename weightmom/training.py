@@ -19,10 +19,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from weightmom.config import TrainConfig, config_to_dict
-from weightmom.data import TensorDataset, iterate_batches, load_dataset, split_validation
+from weightmom.data import TensorDataset, iterate_batches, normalize, split_validation
+from weightmom.data_sources import Loader, as_tensor_dataset, data_loader
 from weightmom.errors import TrainingDiverged, UsageError
 from weightmom.metrics import sparsity_report
-from weightmom.models import create_model
+from weightmom.models import ModelFactory, check_forward, model_source
 from weightmom.pruning import Pruner, TrainingContext, create_pruner, pruner_config
 
 Report = Callable[[dict], None]
@@ -41,6 +42,7 @@ class TrainResult:
     input_shape: tuple[int, ...]
     num_classes: int
     capture_state: Callable[[], dict] | None = field(default=None, repr=False)
+    class_names: tuple[str, ...] | None = None
 
     @property
     def state(self) -> dict | None:
@@ -52,7 +54,8 @@ class TrainResult:
         from weightmom.checkpoint import save_checkpoint
 
         save_checkpoint(path, self.model, self.pruner.masks(), config=self.metrics["config"],
-                        input_shape=self.input_shape, num_classes=self.num_classes, metrics=self.metrics)
+                        input_shape=self.input_shape, num_classes=self.num_classes, metrics=self.metrics,
+                        class_names=self.class_names)
 
     def save_state(self, path: str) -> None:
         """The full training state (dense, with optimizer and RNG): for resuming, not for shipping."""
@@ -132,25 +135,28 @@ def _autocast(device: torch.device):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
 
-def train(config: TrainConfig, report: Report | None = None, dataset: TensorDataset | None = None,
-          progress: bool | None = None, epoch_end: EpochEnd | None = None, resume: dict | None = None) -> TrainResult:
+def train(config: TrainConfig, report: Report | None = None, data: object = None,
+          progress: bool | None = None, epoch_end: EpochEnd | None = None, resume: dict | None = None,
+          model: nn.Module | Callable[..., nn.Module] | None = None) -> TrainResult:
     """Train `config.model` on `config.dataset` with `config.method` pruning; return final metrics.
 
     `report(metrics)` gets each epoch's metrics; `epoch_end(metrics, result)` also gets the
     live result, so a caller can checkpoint mid-run (`result.save(path)`, `result.save_state(path)`).
     `resume` is a saved `result.state`: the run continues after that epoch as if never stopped.
+    `model` (an nn.Module, trained in place, or a factory) and `data` (a TensorDataset or
+    `(train, test, num_classes)`, see weightmom.data_sources) replace the config's names.
     """
     device = resolve_device(config.device)
+    config, build_model, load = _sources(config, model, data)
     torch.manual_seed(config.seed)
-    if dataset is None:
-        dataset = load_dataset(config.dataset, data_dir=config.data_dir, device=device)
-    dataset = split_validation(dataset.to(device), config.val_fraction, config.split_seed)
+    dataset = split_validation(load().to(device), config.val_fraction, config.split_seed)
     steps_per_epoch = math.ceil(dataset.train_labels.numel() / config.batch_size)
 
     density = config.target_density
     pruner = create_pruner(config.method, pruner_config(config.method, density, config.pruner))
 
-    model = create_model(config.model, dataset.input_shape, dataset.num_classes, width=config.width).to(device)
+    model = build_model(dataset.input_shape, dataset.num_classes).to(device)
+    check_forward(model, normalize(dataset.train_images[:1], dataset), dataset.num_classes, config.model)
     channels_last = device.type == "cuda" and len(dataset.input_shape) == 3
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -183,8 +189,8 @@ def train(config: TrainConfig, report: Report | None = None, dataset: TensorData
                     "scheduler": scheduler.state_dict(), "pruner": pruner.state_dict(),
                     "shuffle": shuffle.get_state(), "torch_rng": torch.get_rng_state()}
 
-        return TrainResult(_final_metrics(config, dataset, model, pruner, last_epoch, seconds, sparsity), model, pruner,
-                           dataset.input_shape, dataset.num_classes, capture)
+        return TrainResult(_final_metrics(config, dataset, model, pruner, last_epoch, seconds, sparsity), model,
+                           pruner, dataset.input_shape, dataset.num_classes, capture, dataset.class_names)
 
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(range(first_epoch, config.epochs + 1), desc=f"{config.model}/{config.method}", unit="epoch",
@@ -225,6 +231,18 @@ def train(config: TrainConfig, report: Report | None = None, dataset: TensorData
     return result(epoch_metrics, time.perf_counter() - start)
 
 
+def _sources(config: TrainConfig, model: object, data: object) -> tuple[TrainConfig, ModelFactory, Loader]:
+    """Resolve the model and the data before any is read: a typo costs no loading time. The config
+    returned names what the run really uses (a model or data passed as objects included)."""
+    label, build_model = model_source(config.model, config.width, config.model_args, model)
+    if data is None:
+        load = data_loader(config.dataset, config.data_dir, config.image_size)
+    else:
+        load = lambda: as_tensor_dataset(data, "data", config.image_size)  # noqa: E731
+        config = replace(config, dataset=data.name if isinstance(data, TensorDataset) else "<data>")
+    return replace(config, model=label), build_model, load
+
+
 def _final_metrics(config: TrainConfig, dataset: TensorDataset, model: nn.Module, pruner: Pruner, last_epoch: dict,
                    seconds: float, sparsity: dict | None = None) -> dict:
     """The `--json` content: last epoch's quality, what the network keeps, and the resolved configs."""
@@ -236,5 +254,7 @@ def _final_metrics(config: TrainConfig, dataset: TensorDataset, model: nn.Module
         "train_loss": last_epoch["train_loss"], "epochs": last_epoch["epoch"], "train_seconds": seconds,
         **(sparsity or sparsity_report(model)),
         "model": config.model, "dataset": config.dataset, "method": config.method,
+        "num_classes": dataset.num_classes,
+        "class_names": list(dataset.class_names) if dataset.class_names is not None else None,
         "config": config_to_dict(resolved), "pruner_config": config_to_dict(pruner.config),
     }

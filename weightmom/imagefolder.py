@@ -1,0 +1,113 @@
+"""A folder of images, one subfolder per class (torchvision's ImageFolder layout), as a TensorDataset.
+
+    DATA_DIR/train/<class>/*.png     DATA_DIR/test/<class>/*.jpg     (DATA_DIR/val/<class>/... optional)
+
+Every image is decoded once, converted to RGB, resized (shorter side to `image_size`, then a centre
+crop) and kept as uint8, so the on-device batching and augmentation of weightmom.data apply
+unchanged. Class indices follow the sorted folder names, as in torchvision. A `val/` folder is the
+validation split as it is (no `val_fraction` is carved from train/ then). A bad folder fails before
+any training, in one line that names the path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from weightmom.data import TensorDataset, _make_dataset
+from weightmom.errors import UsageError, require
+
+# torchvision.datasets.folder.IMG_EXTENSIONS
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+SPLITS = ("train", "test")   # required; val/ is optional
+# Decoded uint8 data beyond this share of the machine's memory is refused: the run would swap or
+# be killed part-way through decoding. A smaller image_size is the way out.
+MEMORY_SHARE = 0.5
+
+Samples = list[tuple[Path, int]]
+
+
+def class_folders(split_dir: Path) -> list[str]:
+    """The class names of one split: its visible subfolders, sorted."""
+    require(split_dir.is_dir(), f"ImageFolder split missing: {split_dir} (expected train/ and test/ "
+                                "with one subfolder per class)")
+    names = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    require(bool(names), f"{split_dir}: no class folders (expected one subfolder per class)")
+    return names
+
+
+def scan_split(split_dir: Path, classes: list[str]) -> Samples:
+    """(image path, label) for every image file, in class then file-name order."""
+    found = class_folders(split_dir)
+    if found != classes:
+        missing, extra = sorted(set(classes) - set(found)), sorted(set(found) - set(classes))
+        raise UsageError(f"{split_dir}: class folders differ from train/'s"
+                         + (f"; missing: {', '.join(missing)}" if missing else "")
+                         + (f"; not in train/: {', '.join(extra)}" if extra else ""))
+    samples: Samples = []
+    for label, name in enumerate(classes):
+        files = sorted(p for p in (split_dir / name).rglob("*")
+                       if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith("."))
+        require(bool(files), f"{split_dir / name}: empty class folder (no {', '.join(IMAGE_SUFFIXES)} files)")
+        samples += [(p, label) for p in files]
+    return samples
+
+
+def to_uint8(image: Image.Image, size: int) -> np.ndarray:
+    """An RGB (3, size, size) uint8 array: shorter side resized to `size`, then centre-cropped."""
+    square = ImageOps.fit(image.convert("RGB"), (size, size), method=Image.Resampling.BILINEAR)
+    return np.asarray(square, dtype=np.uint8).transpose(2, 0, 1)
+
+
+def decode(path: Path, size: int) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            return to_uint8(image, size)
+    except Exception as err:  # PIL raises many types for a bad file (OSError, SyntaxError, ValueError...)
+        raise UsageError(f"{path}: unreadable image ({' '.join(f'{type(err).__name__}: {err}'.split())})") from None
+
+
+def decode_all(samples: Samples, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decode in threads (PIL releases the GIL while decoding and resizing)."""
+    images = np.empty((len(samples), 3, size, size), dtype=np.uint8)
+    workers = min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        try:
+            for i, array in enumerate(pool.map(lambda s: decode(s[0], size), samples)):
+                images[i] = array
+        except UsageError:
+            pool.shutdown(cancel_futures=True)  # a bad file stops the decoding now, not after every other one
+            raise
+    return images, np.array([label for _, label in samples], dtype=np.int64)
+
+
+def check_memory(root: Path, count: int, size: int) -> None:
+    need = count * 3 * size * size
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not every platform has these
+        return
+    require(need <= MEMORY_SHARE * total,
+            f"{root}: {count} images at image_size {size} decode to {need / 2**30:.1f} GiB, more than "
+            f"{MEMORY_SHARE:.0%} of this machine's {total / 2**30:.1f} GiB; use a smaller image_size")
+
+
+def load_imagefolder(data_dir: str, image_size: int = 32) -> TensorDataset:
+    """Scan and check every split first (cheap), then decode: a bad folder never costs a decode."""
+    root = Path(data_dir).expanduser()
+    require(root.is_dir(), f"data_dir does not exist or is not a directory: {root}")
+    classes = class_folders(root / "train")
+    splits = (*SPLITS, "val") if (root / "val").exists() else SPLITS
+    samples = {split: scan_split(root / split, classes) for split in splits}
+    check_memory(root, sum(map(len, samples.values())), image_size)
+    decoded = {split: decode_all(samples[split], image_size) for split in splits}
+    dataset = _make_dataset("imagefolder", decoded["train"], decoded["test"], len(classes), augment=True)
+    val = {} if "val" not in decoded else {"val_images": torch.from_numpy(decoded["val"][0]),
+                                           "val_labels": torch.from_numpy(decoded["val"][1])}
+    return dataclasses.replace(dataset, class_names=tuple(classes), **val)
