@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from sweeps.results import MODEL_FILE
+from sweeps.results import MODEL_FILE, config_key
 from weightmom.config import TrainConfig, build
 from weightmom.errors import UsageError, require
 from weightmom.files import atomic_write
@@ -48,7 +48,7 @@ def train_config_of(row: dict) -> TrainConfig:
     for key, value in row.items():
         if not key.startswith("config.") or value is None:
             continue
-        name = key.removeprefix("config.")
+        name = config_key(key.removeprefix("config."))
         if name.startswith("pruner."):
             values.setdefault("pruner", {})[name.removeprefix("pruner.")] = value
         else:

@@ -25,7 +25,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from sweeps.callback import SweepRecorder
 from sweeps.mlflow_client import ResilientClient, check_reachable, default_tracking_uri
-from sweeps.results import ResultsTable
+from sweeps.results import ResultsTable, recorded_name
 from sweeps.searcher import BudgetAwareOptunaSearch
 from sweeps.space import SearchSpace
 from sweeps.storage import check_shared, default_storage, ensure_local
@@ -34,6 +34,8 @@ from weightmom.errors import UsageError, require
 from weightmom.files import atomic_write
 
 STATE_FILE = "sweep.json"
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+DESCRIPTION_TAG = "mlflow.note.content"
 SPACE_COPY = "space.yaml"  # the sweep folder carries its space: `pareto` and `best` need nothing else
 
 
@@ -111,18 +113,15 @@ def start_records(plan: Plan, options: SweepOptions) -> SweepState:
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(space.name)
-    if experiment is None:
-        artifacts = (out.resolve() / "mlartifacts").as_uri() if options.tracking_uri is None else None
-        experiment_id = client.create_experiment(space.name, artifact_location=artifacts)
-    else:
-        experiment_id = experiment.experiment_id
+    artifacts = (out.resolve() / "mlartifacts").as_uri() if options.tracking_uri is None else None
+    experiment_id = ensure_experiment(client, space, artifacts)
     parent = client.create_run(experiment_id, run_name=f"{space.name} sweep ({out.name})",
                                tags={"sweep_dir": str(out.resolve()), "space_file": str(space.path)})
     client.log_batch(parent.info.run_id, params=_params({
         "space": space.name, "trials": space.trials, "concurrency": space.concurrency,
         "objectives": ", ".join(f"{o.metric} {o.mode}" for o in space.objectives), "storage": plan.storage,
-        "early_stopping": space.early_stopping.enabled, **{f"fixed.{k}": v for k, v in space.fixed.items()}}))
+        "early_stopping": space.early_stopping.enabled,
+        **{f"fixed.{recorded_name(k)}": v for k, v in space.fixed.items()}}))
     client.log_artifact(parent.info.run_id, str(space.path), "space")
     state = SweepState(space.name, uri, experiment_id, parent.info.run_id, f"sqlite:///{out.resolve() / 'optuna.db'}",
                        plan.storage, f"{space.name}-{parent.info.run_id[:8]}", space.trials, space.concurrency,
@@ -131,6 +130,30 @@ def start_records(plan: Plan, options: SweepOptions) -> SweepState:
     atomic_write(out / SPACE_COPY, lambda tmp: Path(tmp).write_text(text))
     atomic_write(out / STATE_FILE, lambda tmp: Path(tmp).write_text(json.dumps(asdict(state), indent=2)))
     return state
+
+
+def ensure_experiment(client: MlflowClient, space: SearchSpace, artifact_location: str | None) -> str:
+    """The space's experiment, created if new; tags it as model training and describes it if it lacks either.
+
+    MLflow 3 reads `mlflow.experimentKind` to tell a model-training experiment from a GenAI one.
+    """
+    tags = {EXPERIMENT_KIND_TAG: "custom_model_development", DESCRIPTION_TAG: experiment_description(space)}
+    experiment = client.get_experiment_by_name(space.name)
+    if experiment is None:
+        return client.create_experiment(space.name, artifact_location=artifact_location, tags=tags)
+    for key, value in tags.items():
+        if key not in experiment.tags:
+            client.set_experiment_tag(experiment.experiment_id, key, value)
+    return experiment.experiment_id
+
+
+def experiment_description(space: SearchSpace) -> str:
+    """Two lines (Markdown) for the experiment page: what the sweeps are, and where each one's front is."""
+    objectives = ", ".join(f"{o.metric} ({o.mode})" for o in space.objectives)
+    what = space.description.strip().rstrip(".") if space.description else f"search space {space.name}"
+    return (f"Sweeps of `{space.name}`: {what}. One parent run per sweep, one child run per trial; "
+            f"objectives {objectives}.  \n"
+            "The Pareto front of a sweep: its parent run (`... sweep (...)`) -> Artifacts -> `pareto/`.")
 
 
 def _params(values: dict) -> list[Param]:

@@ -93,6 +93,9 @@ def test_sweep_logs_to_a_real_mlflow_server_and_optuna_study(tmp_path: Path, mlf
     # MLflow, read back through the client: a parent run with the plots, one child run per trial.
     client = MlflowClient(mlflow_server.uri)
     state = load_state(out)
+    experiment = client.get_experiment(state.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "pareto/" in experiment.tags["mlflow.note.content"]
     parent = client.get_run(state.parent_run_id)
     assert parent.info.status == "FINISHED" and parent.data.metrics["trials_finished"] == 6
     artifacts = {a.path for a in client.list_artifacts(state.parent_run_id, "pareto")}
@@ -102,9 +105,17 @@ def test_sweep_logs_to_a_real_mlflow_server_and_optuna_study(tmp_path: Path, mlf
     for run in children:
         trial_id = run.data.tags["trial_id"]
         assert run.info.run_id == next(r["mlflow_run_id"] for r in rows if r["trial_id"] == trial_id)
-        assert run.data.tags["state"] == states[trial_id]
-        assert run.info.status == ("FINISHED" if states[trial_id] == "COMPLETE" else "KILLED")
+        row = next(r for r in rows if r["trial_id"] == trial_id)
+        # Stopped early is not a failure: FINISHED, with the state in a tag and in the run's name.
+        assert run.data.tags["state"] == states[trial_id] and run.info.status == "FINISHED"
+        assert run.info.run_name.endswith("(stopped early)") == (states[trial_id] == "PRUNED")
         assert run.data.params["model"] == "lenet300" and run.data.params["pruner.prune_end"] == "3"
+        # One name per concept: the density asked for is a param, the density reached a metric.
+        assert float(run.data.params["target_density"]) == row["config.target_density"]
+        assert "density" not in run.data.params and "config.density" not in row
+        assert not [name for name in run.data.metrics if name.startswith("final_")]
+        assert run.data.metrics["density"] == row["density"]   # the last value is the trial's result
+        assert run.data.metrics["test_accuracy"] == row["test_accuracy"]
         history = client.get_metric_history(run.info.run_id, "test_accuracy")
         epochs = 6 if states[trial_id] == "COMPLETE" else 3
         assert [m.step for m in history] == list(range(1, epochs + 1))
