@@ -64,12 +64,10 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
 def next_steps(out: Path, tracking_uri: str | None, port: int = 5000) -> list[str]:
     """Where the results are and the commands to look at them, runnable as printed from the working directory."""
+    from sweeps.mlflow_ui import sweep_runs_page
     from sweeps.results import read_table
-    from sweeps.runner import load_state
 
-    experiment = load_state(out).experiment_id
-    # The experiment's runs table; MLflow 3.17's UI opens in GenAI mode unless the URL says otherwise.
-    page = f"/#/experiments/{experiment}/runs?workflowType=machine_learning"
+    page = sweep_runs_page(out)
     lines = [f"Results: {out}/trials.parquet, {out}/pareto.parquet, plots in {out}/plots/"]
     if tracking_uri is None:
         store = shlex.quote(f"sqlite:///{out / 'mlflow.db'}")
@@ -79,7 +77,7 @@ def next_steps(out: Path, tracking_uri: str | None, port: int = 5000) -> list[st
         lines += [f"MLflow: {tracking_uri.rstrip('/')}{page}"]
     front = read_table(out / "pareto.parquet") if (out / "pareto.parquet").exists() else []
     densities = sorted(r["density"] for r in front if r.get("density") is not None)
-    cap = math.ceil(densities[len(densities) // 2] * 100) / 100 if densities else 0.1  # the front's middle
+    cap = math.ceil(densities[(len(densities) - 1) // 2] * 100) / 100 if densities else 0.1  # the front's middle
     lines += [f"Best config: {_tool('weightmom')} best {shlex.quote(str(out))} --max-density {cap:g} "
               f"--out {shlex.quote(str(out / 'best.yaml'))} --export {shlex.quote(str(out / 'best.pt'))}"]
     return lines

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import io
+import re
 from pathlib import Path
 
 from weightmom.files import atomic_write
@@ -20,6 +21,9 @@ p.hint{color:#666;font-size:13px;margin:4px 0 12px}
 table{border-collapse:collapse;font-size:13px}
 th,td{padding:3px 10px;border-bottom:1px solid #ddd;text-align:left;white-space:nowrap}
 th{background:#f5f5f5}"""
+
+
+MIN_SCALE = 0.85   # how far a figure may shrink to fit a narrow page (MLflow's artifact pane is ~600 px wide)
 
 
 class Tooltips:
@@ -35,7 +39,7 @@ class Tooltips:
 
 
 def figure_svg(figure, tooltips: Tooltips | None = None) -> str:
-    """The figure as an <svg> element at its own size (shrunk to fit a narrow page), with its tooltips."""
+    """The figure as an <svg> element at its own size (a little smaller on a narrow page), with its tooltips."""
     import matplotlib
 
     buffer = io.StringIO()
@@ -44,6 +48,10 @@ def figure_svg(figure, tooltips: Tooltips | None = None) -> str:
         figure.savefig(buffer, format="svg")
     svg = buffer.getvalue()
     svg = svg[svg.index("<svg"):]
+    # Shrink to fit a narrow page, but not past legibility: below that the page scrolls sideways instead.
+    width = re.search(r'<svg[^>]*? width="([\d.]+)pt"', svg)
+    if width:
+        svg = svg.replace("<svg", f'<svg style="min-width:{float(width[1]) * MIN_SCALE:.0f}pt"', 1)
     for gid, text in (tooltips.texts if tooltips else {}).items():
         svg = svg.replace(f'<g id="{gid}">', f'<g id="{gid}"><title>{html.escape(text)}</title>', 1)
     return svg

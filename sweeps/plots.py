@@ -88,6 +88,20 @@ def _set_log_x(ax, xs: Sequence[float]) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
+def _y_range(complete: Sequence[float], pruned: Sequence[float], mode: str) -> tuple[float, float] | None:
+    """The y range of the complete trials, stretched towards the better side by stopped ones: one hopeless
+    trial stopped early must not squash the front into a sliver. None: let matplotlib choose."""
+    if len(complete) < 2:
+        return None
+    low, high = min(complete), max(complete)
+    if mode == "max":
+        high = max([high, *pruned])
+    else:
+        low = min([low, *pruned])
+    margin = max(high - low, 0.01) * 0.15
+    return low - margin, high + margin
+
+
 def _hover(row: dict, metrics: Sequence[str]) -> str:
     """Trial id, state, the objectives and every config.* value: enough to rerun the point."""
     lines = [f"trial {row.get('trial_id')} ({str(row.get('state', '')).lower()})"]
@@ -116,13 +130,16 @@ def _front_figure(rows: Sequence[dict], front: Sequence[dict], metrics: Sequence
     _check(metrics, modes)
     complete, pruned = _by_state(rows, metrics, "COMPLETE"), _by_state(rows, metrics, "PRUNED")
     on_front = {row.get("trial_id") for row in front}
+    y_range = _y_range(_xy(complete, metrics)[1], _xy(pruned, metrics)[1], modes[0])
+    hidden = sum(not y_range[0] <= y <= y_range[1] for y in _xy(pruned, metrics)[1]) if y_range else 0
     figure = Figure(figsize=(7, 5), dpi=120, layout="constrained")
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
     if front:
         fx, fy = _front_line(front, metrics)
         ax.step(fx, fy, where="post" if modes[1] == "min" else "pre", color="C3", linewidth=1.2, alpha=0.8)
-    layers = [("pruned (stopped early)", pruned, {"s": 22, "facecolors": "none", "edgecolors": "#aaaaaa"}),
+    stopped = "pruned (stopped early" + (f"; {hidden} off the chart)" if hidden else ")")
+    layers = [(stopped, pruned, {"s": 22, "facecolors": "none", "edgecolors": "#aaaaaa"}),
               ("complete", [r for r in complete if r.get("trial_id") not in on_front],
                {"s": 22, "color": "#808080", "alpha": 0.7}),
               ("Pareto front", _by_state(front, metrics, "COMPLETE"),
@@ -136,6 +153,8 @@ def _front_figure(rows: Sequence[dict], front: Sequence[dict], metrics: Sequence
     all_x = _xy(complete + pruned, metrics)[0]
     if _log_x(metrics[1], all_x):
         _set_log_x(ax, all_x)
+    if y_range:
+        ax.set_ylim(*y_range)
     ax.set_xlabel(_label(metrics[1], modes[1]))
     ax.set_ylabel(_label(metrics[0], modes[0]))
     ax.set_title(_title(rows, front, metrics, modes), fontsize=9)

@@ -25,6 +25,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from sweeps.callback import SweepRecorder
 from sweeps.mlflow_client import ResilientClient, check_reachable, default_tracking_uri
+from sweeps.mlflow_ui import ensure_experiment
 from sweeps.results import ResultsTable, recorded_name
 from sweeps.searcher import BudgetAwareOptunaSearch
 from sweeps.space import SearchSpace
@@ -34,8 +35,6 @@ from weightmom.errors import UsageError, require
 from weightmom.files import atomic_write
 
 STATE_FILE = "sweep.json"
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-DESCRIPTION_TAG = "mlflow.note.content"
 SPACE_COPY = "space.yaml"  # the sweep folder carries its space: `pareto` and `best` need nothing else
 
 
@@ -130,30 +129,6 @@ def start_records(plan: Plan, options: SweepOptions) -> SweepState:
     atomic_write(out / SPACE_COPY, lambda tmp: Path(tmp).write_text(text))
     atomic_write(out / STATE_FILE, lambda tmp: Path(tmp).write_text(json.dumps(asdict(state), indent=2)))
     return state
-
-
-def ensure_experiment(client: MlflowClient, space: SearchSpace, artifact_location: str | None) -> str:
-    """The space's experiment, created if new; tags it as model training and describes it if it lacks either.
-
-    MLflow 3 reads `mlflow.experimentKind` to tell a model-training experiment from a GenAI one.
-    """
-    tags = {EXPERIMENT_KIND_TAG: "custom_model_development", DESCRIPTION_TAG: experiment_description(space)}
-    experiment = client.get_experiment_by_name(space.name)
-    if experiment is None:
-        return client.create_experiment(space.name, artifact_location=artifact_location, tags=tags)
-    for key, value in tags.items():
-        if key not in experiment.tags:
-            client.set_experiment_tag(experiment.experiment_id, key, value)
-    return experiment.experiment_id
-
-
-def experiment_description(space: SearchSpace) -> str:
-    """Two lines (Markdown) for the experiment page: what the sweeps are, and where each one's front is."""
-    objectives = ", ".join(f"{o.metric} ({o.mode})" for o in space.objectives)
-    what = space.description.strip().rstrip(".") if space.description else f"search space {space.name}"
-    return (f"Sweeps of `{space.name}`: {what}. One parent run per sweep, one child run per trial; "
-            f"objectives {objectives}.  \n"
-            "The Pareto front of a sweep: its parent run (`... sweep (...)`) -> Artifacts -> `pareto/`.")
 
 
 def _params(values: dict) -> list[Param]:

@@ -157,7 +157,7 @@ def parallel_page(trials: Sequence[FrozenTrial], metrics: Sequence[str], path: P
     from matplotlib.figure import Figure
 
     axes = _parallel_axes(trials, metrics)
-    figure = Figure(figsize=(max(7.0, 1.0 * len(axes) + 1.5), 5.0), dpi=120, layout="constrained")
+    figure = Figure(figsize=(max(7.0, 1.1 * len(axes) + 1.5), 5.0), dpi=120, layout="constrained")
     FigureCanvasAgg(figure)
     ax = figure.add_subplot()
     primary = [t.values[0] for t in trials]
@@ -169,9 +169,9 @@ def parallel_page(trials: Sequence[FrozenTrial], metrics: Sequence[str], path: P
         tooltips.attach(line, _hover(trial, metrics))
     for i, axis in enumerate(axes):
         ax.axvline(i, color="#444444", linewidth=0.8, zorder=0)
-        ax.text(i, 1.05, axis.label.replace(".", ".\n"), ha="center", va="bottom", fontsize=8)
+        ax.text(i, 1.05, axis.label.replace(".", ".\n"), ha="center", va="bottom", fontsize=9)
         for position, text in axis.ticks:
-            ax.text(i + 0.04, position, text, ha="left", va="center", fontsize=7.5, color="#333333",
+            ax.text(i + 0.04, position, text, ha="left", va="center", fontsize=8.5, color="#333333",
                     bbox={"boxstyle": "square,pad=0.1", "facecolor": "white", "edgecolor": "none", "alpha": 0.7})
     ax.set_xlim(-0.2, len(axes) - 0.4)
     ax.set_ylim(-0.05, 1.2)
