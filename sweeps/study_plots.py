@@ -178,7 +178,7 @@ def parallel_page(trials: Sequence[FrozenTrial], metrics: Sequence[str], path: P
     ax.axis("off")
     figure.colorbar(ScalarMappable(norm, cmap), ax=ax, label=metrics[0], shrink=0.8)
     title = f"Parallel coordinates: {len(trials)} complete trials, coloured by {metrics[0]}"
-    ax.set_title(title, fontsize=10)
+    ax.set_title(title, fontsize=10, loc="left")   # left: still in view when a narrow page scrolls sideways
     write_page(path, title, figure, tooltips, hint="Hover a line for its trial. A trial without a conditional "
                "parameter (set only for some methods) skips that axis.")
     return path
