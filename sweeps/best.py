@@ -1,4 +1,7 @@
-"""Choosing the config to ship: the most accurate trial under a density cap, or the sparsest above an accuracy floor."""
+"""Choosing the config to ship: the most accurate trial under a density cap, or the sparsest above an accuracy floor.
+
+Accuracy here is validation accuracy: the test set is reported beside it, never used to choose.
+"""
 
 from __future__ import annotations
 
@@ -18,27 +21,33 @@ class NothingQualifies(Exception):
     """No completed trial meets the constraint; the message says what the closest one was."""
 
 
+ACCURACY = "val_accuracy"
+
+
 def pick(rows: list[dict], max_density: float | None = None, min_accuracy: float | None = None) -> dict:
-    complete = [r for r in rows if r.get("state") == "COMPLETE" and r.get("test_accuracy") is not None]
+    complete = [r for r in rows if r.get("state") == "COMPLETE"]
     require(bool(complete), "the sweep has no completed trial yet")
+    require(all(r.get(ACCURACY) is not None for r in complete),
+            "the sweep's trials report no val_accuracy (val_fraction 0, or a sweep from before the validation "
+            "split); choosing on test accuracy would be optimistic, so best needs a sweep with a validation split")
     ok = [r for r in complete
           if (max_density is None or r["density"] <= max_density)
-          and (min_accuracy is None or r["test_accuracy"] >= min_accuracy)]
+          and (min_accuracy is None or r[ACCURACY] >= min_accuracy)]
     if not ok:
         sparsest = min(complete, key=lambda r: r["density"])
-        best = max(complete, key=lambda r: r["test_accuracy"])
+        best = max(complete, key=lambda r: r[ACCURACY])
         raise NothingQualifies(
             f"no completed trial has {_constraint(max_density, min_accuracy)}; of {len(complete)} completed, "
-            f"the sparsest has density {sparsest['density']:.4f} (accuracy {sparsest['test_accuracy']:.4f}), "
-            f"the most accurate {best['test_accuracy']:.4f} (density {best['density']:.4f})")
+            f"the sparsest has density {sparsest['density']:.4f} (val accuracy {sparsest[ACCURACY]:.4f}), "
+            f"the most accurate {best[ACCURACY]:.4f} (density {best['density']:.4f})")
     if max_density is None and min_accuracy is not None:
-        return min(ok, key=lambda r: (r["density"], -r["test_accuracy"]))
-    return max(ok, key=lambda r: (r["test_accuracy"], -r["density"]))
+        return min(ok, key=lambda r: (r["density"], -r[ACCURACY]))
+    return max(ok, key=lambda r: (r[ACCURACY], -r["density"]))
 
 
 def _constraint(max_density: float | None, min_accuracy: float | None) -> str:
     parts = ([f"density <= {max_density}"] if max_density is not None else []) + (
-        [f"accuracy >= {min_accuracy}"] if min_accuracy is not None else [])
+        [f"val accuracy >= {min_accuracy}"] if min_accuracy is not None else [])
     return " and ".join(parts) or "a result"
 
 
@@ -56,9 +65,21 @@ def train_config_of(row: dict) -> TrainConfig:
     return build(TrainConfig, values)
 
 
+def describe(row: dict) -> str:
+    """The chosen trial's numbers: val (what chose it), test (what to expect), density."""
+    return (f"val_accuracy {row[ACCURACY]:.4f} (chosen on), test_accuracy {row['test_accuracy']:.4f} (held out), "
+            f"density {row['density']:.4f}")
+
+
+def retrain_command(config_path: str | Path) -> str:
+    """The production step: the chosen config again, on all the training data (no validation split)."""
+    return f"weightmom train --config {config_path} --set val_fraction=0"
+
+
 def write_config(path: str | Path, config: TrainConfig, row: dict) -> None:
-    header = (f"# Trial {row['trial_id']}: test_accuracy {row['test_accuracy']:.4f}, density {row['density']:.4f}\n"
-              f"# Reproduce with: weightmom train --config {Path(path).name}\n")
+    header = (f"# Trial {row['trial_id']}: {describe(row)}\n"
+              f"# Reproduce the trial: weightmom train --config {path}\n"
+              f"# Retrain on all training data: {retrain_command(path)}\n")
     text = header + yaml.safe_dump(asdict(config), sort_keys=False)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 

@@ -18,7 +18,6 @@ import logging
 import time
 from pathlib import Path
 
-import numpy as np
 import optuna
 from ray.tune import Callback
 
@@ -27,11 +26,13 @@ from sweeps.mlflow_client import ResilientClient
 from sweeps.results import ResultsTable, recorded_name, write_rows
 from sweeps.space import SearchSpace
 from sweeps.study_plots import study_plots
+from weightmom.training import REPORTED_METRICS
 
 log = logging.getLogger(__name__)
 
-EPOCH_METRICS = ("test_accuracy", "test_loss", "train_loss", "density", "compression_ratio", "lr")
-PLACEMENT = ("node_id", "cuda_visible_devices", "resumed_from_epoch")   # table columns, not MLflow metrics
+EPOCH_METRICS = REPORTED_METRICS   # logged every epoch: val and test side by side
+# Table columns, not MLflow metrics: where a trial ran, and what its accuracy's chance level is.
+PLACEMENT = ("node_id", "cuda_visible_devices", "resumed_from_epoch", "num_classes")
 # MLflow run status per trial state: a trial stopped early by the scheduler did what it was asked,
 # so its run is FINISHED (with the tag state=PRUNED), not KILLED; only an errored trial FAILED.
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAILED": "FAILED"}
@@ -212,10 +213,8 @@ class SweepRecorder(Callback):
         folder = self.out / "plots"
         folder.mkdir(exist_ok=True)
         (folder / "front.txt").write_text(pareto.format_table(front, front_columns(self.space)) + "\n")
-        complete = [r for r in rows if r["state"] == "COMPLETE"]
-        values = np.array([[r[m] for m in metrics] for r in complete], dtype=float).reshape(-1, len(metrics))
-        volume = pareto.hypervolume(values, modes, pareto.default_reference(metrics, modes, values)) if front else 0.0
-        step = len(complete)
+        step = sum(r["state"] == "COMPLETE" for r in rows)
+        volume, _ = pareto.sweep_hypervolume(rows, metrics, modes)
         self.mlflow.log_batch(self.parent_run_id, metrics=[
             ("hypervolume", float(volume), int(time.time() * 1000), step),
             ("front_size", float(len(front)), int(time.time() * 1000), step),
@@ -252,8 +251,12 @@ def trial_params(space: SearchSpace, config: dict) -> dict:
 
 
 def front_columns(space: SearchSpace) -> list[str]:
-    """What a reader of the front wants: the objectives, then the searched parameters."""
-    return ["trial_id", *space.metrics, *[f"config.{recorded_name(name)}" for name in space.params]]
+    """What a reader of the front wants: the objectives (each val_* with its test_* twin beside it, so the
+    optimism of choosing is visible), then the searched parameters."""
+    shown = []
+    for metric in space.metrics:
+        shown += [metric, f"test_{metric.removeprefix('val_')}"] if metric.startswith("val_") else [metric]
+    return ["trial_id", *shown, *[f"config.{recorded_name(name)}" for name in space.params]]
 
 
 def _error_message(trial) -> str:

@@ -42,6 +42,11 @@ def add_parsers(commands) -> None:
     p.add_argument("--out", required=True, help="where to write the config YAML")
     p.add_argument("--export", help="also write that trial's pruned model (sparse checkpoint) here")
 
+    p = commands.add_parser("table", help="method x density table over seeds, with paired differences")
+    p.add_argument("dir")
+    p.add_argument("--by", action="append", default=[], metavar="KEY",
+                   help="also group by this config key, e.g. --by model (repeatable)")
+
 
 def run_sweep_command(args: argparse.Namespace) -> int:
     from sweeps.runner import SweepOptions, run_sweep
@@ -96,14 +101,21 @@ def _tool(name: str) -> str:
 
 def print_front(out: Path) -> None:
     from sweeps.callback import front_columns
-    from sweeps.pareto import format_table
+    from sweeps.pareto import format_table, sweep_hypervolume
     from sweeps.results import read_table
     from sweeps.runner import load_sweep_space
 
     space = load_sweep_space(out)
     front = read_table(out / "pareto.parquet") if (out / "pareto.parquet").exists() else []
-    print(f"Pareto front ({len(front)} trials):")
+    print(f"Pareto front ({len(front)} trials, chosen on {', '.join(space.metrics)}):")
     print(format_table(front, front_columns(space)) if front else "(empty: no completed trial yet)")
+    trials = read_table(out / "trials.parquet") if (out / "trials.parquet").exists() else []
+    print(f"Front quality: {sweep_hypervolume(trials, space.metrics, space.modes)[1]}")
+    gaps = [r["val_accuracy"] - r["test_accuracy"] for r in front
+            if r.get("val_accuracy") is not None and r.get("test_accuracy") is not None]
+    if gaps:
+        print(f"On the front, val_accuracy - test_accuracy averages {sum(gaps) / len(gaps):+.4f}: "
+              "the optimism of choosing; test accuracy is the number to expect.")
 
 
 def run_pareto_command(args: argparse.Namespace) -> int:
@@ -114,7 +126,15 @@ def run_pareto_command(args: argparse.Namespace) -> int:
 
 
 def run_best_command(args: argparse.Namespace) -> int:
-    from sweeps.best import NothingQualifies, export_model, pick, train_config_of, write_config
+    from sweeps.best import (
+        NothingQualifies,
+        describe,
+        export_model,
+        pick,
+        retrain_command,
+        train_config_of,
+        write_config,
+    )
     from sweeps.results import read_table
 
     check_writable(args.out, "--out")
@@ -131,9 +151,23 @@ def run_best_command(args: argparse.Namespace) -> int:
     if args.export:
         export_model(row, args.export)
     write_config(args.out, config, row)
-    print(f"trial {row['trial_id']}: test_accuracy={row['test_accuracy']:.4f} density={row['density']:.4f} "
-          f"-> {args.out}" + (f", model -> {args.export}" if args.export else ""))
+    print(f"trial {row['trial_id']}: {describe(row)}")
+    print(f"config -> {args.out}" + (f", pruned model -> {args.export}" if args.export else ""))
+    print(f"reproduce the trial:             weightmom train --config {args.out}")
+    print(f"retrain on all the training data: {retrain_command(args.out)}")
     return 0
 
 
-COMMANDS = {"sweep": run_sweep_command, "pareto": run_pareto_command, "best": run_best_command}
+def run_table_command(args: argparse.Namespace) -> int:
+    from sweeps.table import log_to_parent_run, write_table
+
+    out = Path(args.dir)
+    text, paths = write_table(out, args.by)
+    print(text)
+    print(f"Written: {', '.join(str(p) for p in paths)}")
+    log_to_parent_run(out, paths)
+    return 0
+
+
+COMMANDS = {"sweep": run_sweep_command, "pareto": run_pareto_command, "best": run_best_command,
+            "table": run_table_command}

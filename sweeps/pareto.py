@@ -84,6 +84,55 @@ def hypervolume(values: np.ndarray, modes: Sequence[str], reference: Sequence[fl
     return float(compute_hypervolume(loss[inside], ref))
 
 
+DENSITY_FLOOR = 0.01   # the log-density axis runs from density 1 down to this (100x compression)
+
+
+def accuracy_density_hypervolume(points: Sequence[tuple[float, float]], chance: float = 0.0) -> float:
+    """The area dominated by (accuracy, density) points in (log10 density, accuracy) space, normalised to 1.
+
+    Density is clipped to [DENSITY_FLOOR, 1] and read on a log axis (density 1 is 0, 0.01 is 1), accuracy
+    runs from `chance` (0) to 1 (1). On a linear density axis every decent front covers about 95% of the
+    square and sweeps cannot be told apart; on the log axis the sparse end, where methods differ, counts.
+    """
+    scaled = []
+    for accuracy, density in points:
+        if not (_finite_number(accuracy) and _finite_number(density)):
+            continue
+        x = math.log10(min(max(density, DENSITY_FLOOR), 1.0)) / math.log10(DENSITY_FLOOR)
+        y = min(max((accuracy - chance) / (1.0 - chance), 0.0), 1.0)
+        scaled.append((x, y))
+    area, best_y = 0.0, 0.0
+    scaled.sort(reverse=True)   # the sparsest first; each point adds the strip up to the next sparser one
+    for (x, y), (next_x, _) in zip(scaled, [*scaled[1:], (0.0, 0.0)]):
+        best_y = max(best_y, y)
+        area += (x - next_x) * best_y
+    return area
+
+
+def sweep_hypervolume(rows: Sequence[dict], metrics: Sequence[str], modes: Sequence[str]) -> tuple[float, str]:
+    """The hypervolume a sweep reports (parent run, plot titles, `pareto`), with a few words on its definition.
+
+    For the usual objectives (an accuracy to maximise, density to minimise) it is the log-density area
+    above chance, comparable across sweeps and with benchmarks/search_quality.py; for any other objectives,
+    the plain hypervolume against default_reference.
+    """
+    complete = [r for r in rows if r.get("state") == "COMPLETE"]
+    pairs = {m: mode for m, mode in zip(metrics, modes)}
+    accuracy = next((m for m, mode in pairs.items() if m.endswith("accuracy") and mode == "max"), None)
+    if len(pairs) == 2 and accuracy and pairs.get("density") == "min":
+        classes = [r["num_classes"] for r in complete if _finite_number(r.get("num_classes"))]
+        chance = 1.0 / min(classes) if classes else 0.0
+        volume = accuracy_density_hypervolume([(r.get(accuracy), r.get("density")) for r in complete], chance)
+        return volume, f"log-density hypervolume {volume:.4f} ({accuracy} above chance {chance:.2g})"
+    values = objective_matrix(complete, metrics)
+    finite = values[np.isfinite(values).all(axis=1)]
+    if not len(finite):
+        return 0.0, "hypervolume 0 (no complete trial)"
+    reference = default_reference(metrics, modes, finite)
+    volume = hypervolume(finite, modes, reference)
+    return volume, f"hypervolume {volume:.4g} (reference {', '.join(f'{r:.4g}' for r in reference)})"
+
+
 def default_reference(metrics: Sequence[str], modes: Sequence[str], values: np.ndarray | None = None) -> list[float]:
     """The worst point: the worst bound of a bounded metric, else the worst observed value.
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from sweeps.html_figure import Tooltips, table_html, write_page
-from sweeps.pareto import default_reference, hypervolume, objective_matrix
+from sweeps.pareto import objective_matrix, sweep_hypervolume
 from weightmom.errors import require
 from weightmom.files import atomic_write
 
@@ -46,14 +46,7 @@ def _front_line(front: Sequence[dict], metrics: Sequence[str]) -> tuple[list, li
 
 def _title(rows: Sequence[dict], front: Sequence[dict], metrics: Sequence[str], modes: Sequence[str]) -> str:
     complete = [row for row in rows if row.get("state") == "COMPLETE"]
-    values = objective_matrix(complete, metrics)
-    finite = values[np.isfinite(values).all(axis=1)]
-    if len(finite):
-        reference = default_reference(metrics, modes, finite)
-        hv = hypervolume(objective_matrix(front, metrics), modes, reference)
-        volume = f"hypervolume {hv:.4g} (reference {', '.join(f'{r:.4g}' for r in reference)})"
-    else:
-        volume = "no complete trials"
+    _, volume = sweep_hypervolume(rows, metrics, modes)
     return f"Pareto front: {len(front)} of {len(complete)} complete trials, {volume}"
 
 

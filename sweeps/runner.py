@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
@@ -27,6 +26,7 @@ from sweeps.callback import SweepRecorder
 from sweeps.mlflow_client import ResilientClient, check_reachable, default_tracking_uri
 from sweeps.mlflow_ui import ensure_experiment
 from sweeps.results import ResultsTable, recorded_name
+from sweeps.samplers import make_sampler
 from sweeps.searcher import BudgetAwareOptunaSearch
 from sweeps.space import SearchSpace
 from sweeps.storage import check_shared, default_storage, ensure_local
@@ -68,6 +68,7 @@ class SweepState:
     trials: int
     concurrency: int
     smoke_test: bool
+    sampler: str = "tpe"   # a resumed sweep keeps the sampler it started with
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def plan(space: SearchSpace, options: SweepOptions) -> Plan:
         require(state.space == space.name,
                 f"--resume: {out} holds a sweep of space {state.space!r}, not {space.name!r}")
         space = replace(space.smoke_test() if state.smoke_test else space,
-                        trials=state.trials, concurrency=state.concurrency)
+                        trials=state.trials, concurrency=state.concurrency, sampler=state.sampler)
         check_reachable(state.tracking_uri)
         return Plan(space, state.tracking_uri, state.storage, state)
     require(not state_file.exists(), f"{out} already holds a sweep; pass --resume to continue it, or another --out")
@@ -117,14 +118,14 @@ def start_records(plan: Plan, options: SweepOptions) -> SweepState:
     parent = client.create_run(experiment_id, run_name=f"{space.name} sweep ({out.name})",
                                tags={"sweep_dir": str(out.resolve()), "space_file": str(space.path)})
     client.log_batch(parent.info.run_id, params=_params({
-        "space": space.name, "trials": space.trials, "concurrency": space.concurrency,
+        "space": space.name, "sampler": space.sampler, "trials": space.trials, "concurrency": space.concurrency,
         "objectives": ", ".join(f"{o.metric} {o.mode}" for o in space.objectives), "storage": plan.storage,
         "early_stopping": space.early_stopping.enabled,
         **{f"fixed.{recorded_name(k)}": v for k, v in space.fixed.items()}}))
     client.log_artifact(parent.info.run_id, str(space.path), "space")
     state = SweepState(space.name, uri, experiment_id, parent.info.run_id, f"sqlite:///{out.resolve() / 'optuna.db'}",
                        plan.storage, f"{space.name}-{parent.info.run_id[:8]}", space.trials, space.concurrency,
-                       options.smoke_test)
+                       options.smoke_test, space.sampler)
     text = space.path.read_text()
     atomic_write(out / SPACE_COPY, lambda tmp: Path(tmp).write_text(text))
     atomic_write(out / STATE_FILE, lambda tmp: Path(tmp).write_text(json.dumps(asdict(state), indent=2)))
@@ -136,12 +137,9 @@ def _params(values: dict) -> list[Param]:
 
 
 def make_searcher(space: SearchSpace, state: SweepState, seed: int) -> BudgetAwareOptunaSearch:
-    with warnings.catch_warnings():  # `group` is "experimental" in Optuna 5; it is what conditional spaces need
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        sampler = optuna.samplers.TPESampler(multivariate=True, group=True, constant_liar=True, seed=seed,
-                                             n_startup_trials=min(10, max(2, space.trials // 3)))
     return BudgetAwareOptunaSearch(
-        space=space.define_by_run, metric=space.metrics, mode=space.modes, sampler=sampler,
+        space=space.define_by_run, metric=space.metrics, mode=space.modes,
+        sampler=make_sampler(space.sampler, space.trials, seed),
         storage=optuna.storages.RDBStorage(state.optuna_storage), study_name=space.name,
         points_to_evaluate=[dict(p) for p in space.start_points] or None, budget=space.epochs)
 
@@ -158,7 +156,7 @@ def make_scheduler(space: SearchSpace):
 
 
 def make_reporter(space: SearchSpace) -> tune.CLIReporter:
-    metrics = {"epoch": "epoch", **{m: m.replace("test_", "") for m in space.metrics}}
+    metrics = {"epoch": "epoch", **{m: m.replace("accuracy", "acc") for m in space.metrics}}
     return tune.CLIReporter(metric_columns=metrics, parameter_columns=list(space.params)[:6],
                             max_report_frequency=15, max_progress_rows=12)
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 
 import search_spaces
+from sweeps.samplers import grid_points
 from sweeps.space_checks import (
     check_fixed,
     check_objectives,
@@ -42,6 +43,7 @@ from sweeps.space_schema import (
 from weightmom.config import TrainConfig, build, merge
 from weightmom.errors import UsageError
 from weightmom.pruning import pruner_config
+from weightmom.training import REPORTED_METRICS
 
 if TYPE_CHECKING:
     import optuna
@@ -50,7 +52,6 @@ __all__ = ["REPORTED_METRICS", "SPACES_DIR", "CategoricalParam", "EarlyStopping"
            "IntParam", "Objective", "ParamSpec", "Resources", "SearchSpace", "find_space", "load_space",
            "shipped_spaces"]
 
-REPORTED_METRICS: tuple[str, ...] = ("test_accuracy", "test_loss", "train_loss", "density", "compression_ratio")
 SPACES_DIR: Path = Path(search_spaces.__file__).parent
 # Schedule knobs count epochs of the real budget: a smoke test (1 epoch) drops them.
 SCHEDULE_KNOBS = ("pruner.prune_start", "pruner.prune_end", "pruner.prune_every")
@@ -88,7 +89,8 @@ class SearchSpace:
     storage_path: str | None
     fixed: dict              # flat TrainConfig keys (pruner.* dotted) -> constant
     params: dict[str, ParamSpec]
-    start_points: tuple[dict, ...]
+    start_points: tuple[dict, ...]   # for a grid: every combination, in order
+    sampler: str = "tpe"
 
     @property
     def metrics(self) -> list[str]:
@@ -116,7 +118,7 @@ class SearchSpace:
         taken: dict[str, Any] = {}
         constants = dict(self.fixed)
         for name, spec in self.params.items():
-            if all(name_ in taken and taken[name_] in values for name_, values in spec.when.items()):
+            if spec.applies(taken):
                 if isinstance(spec, FixedParam):
                     taken[name] = constants[name] = spec.value
                 else:
@@ -137,6 +139,9 @@ class SearchSpace:
         for key in ("trials", "concurrency"):
             if key in changes and not (isinstance(changes[key], int) and changes[key] >= 1):
                 raise UsageError(f"{_label(self.path)}: {key}: expected an integer >= 1, got {changes[key]!r}")
+        if self.sampler == "grid" and changes.get("trials", 0) > len(self.start_points):
+            raise UsageError(f"{_label(self.path)}: trials: the grid has {len(self.start_points)} combinations; "
+                             f"{changes['trials']} trials would repeat some")
         return dataclasses.replace(self, **changes)
 
     def smoke_test(self) -> SearchSpace:
@@ -180,6 +185,9 @@ def _label(path: Path) -> str:
 
 def _compile(raw: RawSpace, path: Path) -> SearchSpace:
     fixed = flatten_fixed(raw.fixed)
+    if isinstance(fixed.get("data_dir"), str):
+        # Trials run in Ray workers with another working directory: a relative folder means the driver's.
+        fixed["data_dir"] = str(Path(fixed["data_dir"]).expanduser().resolve())
     methods = possible_methods(raw, fixed)
     check_fixed(fixed, methods)
     check_params(raw, fixed, methods)
@@ -188,13 +196,28 @@ def _compile(raw: RawSpace, path: Path) -> SearchSpace:
     check_schedule(raw, fixed)
     enabled, grace_period = resolve_early_stopping(raw, fixed)
     early_stopping = EarlyStopping(enabled, grace_period, raw.early_stopping.reduction_factor)
-    check_objectives(raw, REPORTED_METRICS)
+    check_objectives(raw, fixed, REPORTED_METRICS)
+    trials, start_points = _trials_and_points(raw)
     return SearchSpace(
-        name=raw.name or path.stem, path=path, description=raw.description, trials=raw.trials,
+        name=raw.name or path.stem, path=path, description=raw.description, trials=trials, sampler=raw.sampler,
         concurrency=raw.concurrency, resources=Resources(raw.resources.cpu, raw.resources.gpu),
         objectives=tuple(Objective(o.metric, o.mode) for o in raw.objectives), early_stopping=early_stopping,
         storage_path=raw.storage_path, fixed=fixed, params=dict(raw.params),
-        start_points=tuple(dict(p) for p in raw.start_points))
+        start_points=start_points)
+
+
+def _trials_and_points(raw: RawSpace) -> tuple[int, tuple[dict, ...]]:
+    """The trial budget and the points enqueued first: a grid's combinations, else the start points."""
+    if raw.sampler != "grid":
+        if raw.trials is None:
+            raise Invalid("trials: missing required key (only a grid sampler defaults it, to the grid's size)")
+        return raw.trials, tuple(dict(p) for p in raw.start_points)
+    if raw.start_points:
+        raise Invalid("start_points: a grid runs every combination already; remove start_points")
+    points = grid_points(dict(raw.params))
+    if raw.trials is not None and raw.trials > len(points):
+        raise Invalid(f"trials: the grid has {len(points)} combinations; {raw.trials} trials would repeat some")
+    return raw.trials or len(points), tuple(points)
 
 
 def load_space(name_or_path: str | Path) -> SearchSpace:

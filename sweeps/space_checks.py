@@ -195,12 +195,23 @@ def check_start_point(index: int, point: dict, raw: RawSpace, fixed: dict) -> No
                               f"(when: {other} in {list(values)})")
 
 
-def check_objectives(raw: RawSpace, reported: tuple[str, ...]) -> None:
-    """1 to 3 distinct objectives, each a metric in `reported` (what every trial reports)."""
+def check_objectives(raw: RawSpace, fixed: dict, reported: tuple[str, ...]) -> None:
+    """1 to 3 distinct objectives, each a metric in `reported` (what every trial reports); never a test metric.
+
+    Choosing on the test set makes every number the sweep reports optimistic, so selection runs on the
+    validation split (`val_fraction` of the training data) and the test set is only measured.
+    """
     if not 1 <= len(raw.objectives) <= 3:
         raise Invalid(f"objectives: expected 1 to 3 objectives, got {len(raw.objectives)}")
     seen: set[str] = set()
     for i, o in enumerate(raw.objectives):
+        if o.metric.startswith("test_"):
+            raise Invalid(f"objectives.{i}.metric: {o.metric!r} would choose on the test set, which makes the "
+                          f"results optimistic; use {o.metric.replace('test_', 'val_', 1)!r} (the validation "
+                          "split) and read test_* in the results")
+        if o.metric.startswith("val_") and fixed.get("val_fraction", 1) == 0:
+            raise Invalid(f"objectives.{i}.metric: {o.metric!r} needs a validation split, but fixed.val_fraction "
+                          "is 0")
         if o.metric not in reported:
             raise Invalid(f"objectives.{i}.metric: no trial reports {o.metric!r}; "
                           f"reported: {', '.join(reported)}")

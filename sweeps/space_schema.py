@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, S
 
 from weightmom.errors import UsageError
 
-DEFAULT_OBJECTIVES = ({"metric": "test_accuracy", "mode": "max"}, {"metric": "density", "mode": "min"})
+DEFAULT_OBJECTIVES = ({"metric": "val_accuracy", "mode": "max"}, {"metric": "density", "mode": "min"})
 
 
 class Invalid(Exception):
@@ -48,6 +48,10 @@ class _Schema(BaseModel):
 
 class Param(_Schema):
     when: dict[str, Annotated[Any, AfterValidator(_scalars)]] = {}
+
+    def applies(self, taken: dict[str, Any]) -> bool:
+        """Whether this param is drawn, given the params drawn before it: every `when` key matched."""
+        return all(name in taken and taken[name] in values for name, values in self.when.items())
 
     def contains(self, value: Any) -> bool:
         raise NotImplementedError
@@ -140,7 +144,8 @@ class _EarlyStoppingRaw(_Schema):
 class RawSpace(_Schema):
     name: str | None = None
     description: str = ""
-    trials: StrictInt = Field(ge=1)
+    trials: StrictInt | None = Field(None, ge=1)   # required, except for a grid (its size)
+    sampler: Literal["tpe", "random", "nsga2", "grid"] = "tpe"
     concurrency: StrictInt = Field(1, ge=1)
     resources: _ResourcesRaw = _ResourcesRaw()
     objectives: list[_ObjectiveRaw] = [_ObjectiveRaw(**o) for o in DEFAULT_OBJECTIVES]

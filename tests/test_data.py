@@ -19,6 +19,7 @@ from weightmom.data import (
     iterate_batches,
     load_dataset,
     normalize,
+    split_validation,
 )
 from weightmom.errors import UsageError
 
@@ -386,3 +387,56 @@ def test_pickle_with_foreign_globals_is_refused(tmp_path: Path) -> None:
         pickle.dump({"data": Path("x"), "labels": [0]}, f)
     _write_batch(tmp_path / "test_batch", np.zeros((2, 3072), dtype=np.uint8), [0, 1])
     assert "refusing" in _usage_error("cifar10", data_dir=str(tmp_path))
+
+
+# -- the validation split -----------------------------------------------------------------
+
+
+def _rows(images: torch.Tensor) -> set[bytes]:
+    return {bytes(row.numpy().tobytes()) for row in images.reshape(images.shape[0], -1)}
+
+
+def test_validation_split_is_stratified_disjoint_and_fixed_by_its_own_seed(digits: TensorDataset) -> None:
+    split = split_validation(digits, 0.1, seed=0)
+    assert split.size("train") + split.size("val") == digits.size("train")
+    assert torch.equal(split.test_labels, digits.test_labels)  # the test set is untouched
+    for label in range(10):  # stratified: each class gives round(10%) of its samples
+        n = int((digits.train_labels == label).sum())
+        assert int((split.val_labels == label).sum()) == round(0.1 * n)
+    train_rows, val_rows = _rows(split.train_images), _rows(split.val_images)
+    assert _rows(digits.train_images) == train_rows | val_rows
+    again = split_validation(digits, 0.1, seed=0)
+    assert torch.equal(again.val_images, split.val_images) and torch.equal(again.val_labels, split.val_labels)
+    other = split_validation(digits, 0.1, seed=1)
+    assert not torch.equal(other.val_images, split.val_images)
+    assert split_validation(digits, 0.0) is digits and split_validation(split, 0.2) is split
+    with pytest.raises(UsageError, match="val_fraction"):
+        split_validation(digits, 0.7)
+
+
+def test_validation_split_names_a_class_left_without_samples(digits: TensorDataset) -> None:
+    labels = digits.train_labels.clone()
+    sevens = torch.nonzero(labels == 7).flatten()
+    labels[sevens[1:]] = 3   # one 7 left: 10% of it rounds to no validation sample
+    rare = dataclasses.replace(digits, train_labels=labels)
+    with pytest.raises(UsageError, match="leaves class '7'"):
+        split_validation(rare, 0.1)
+
+
+def test_training_seeds_share_one_validation_split(monkeypatch) -> None:
+    """train() splits by split_seed alone: runs with training seeds 0 and 1 hold out the same images."""
+    import weightmom.training as training
+
+    seen = []
+
+    def recording(dataset: TensorDataset, fraction: float, seed: int = 0) -> TensorDataset:
+        result = split_validation(dataset, fraction, seed)
+        seen.append(result.val_images.clone())
+        return result
+
+    monkeypatch.setattr(training, "split_validation", recording)
+    runs = [training.train(training.TrainConfig(epochs=1, seed=seed, device="cpu"), progress=False)
+            for seed in (0, 1)]
+    assert torch.equal(seen[0], seen[1])
+    assert runs[0].metrics["val_size"] == runs[1].metrics["val_size"] == seen[0].shape[0]
+    assert runs[0].metrics["train_size"] + runs[0].metrics["val_size"] == 1347

@@ -15,7 +15,7 @@ from PIL import Image
 
 from sweeps.mlflow_ui import runs_page
 from sweeps.results import read_table
-from sweeps.runner import load_state
+from sweeps.runner import load_state, load_sweep_space
 from tests.test_sweeps import write_space
 from weightmom.cli import main
 
@@ -62,8 +62,9 @@ def test_the_printed_link_opens_the_runs_view_with_every_trial(finished_sweep: P
     assert "Evaluation runs" not in dom and "No data available" not in dom
     for row in read_table(finished_sweep / "trials.parquet"):   # the saved view lists the trials flat
         assert f"trial {row['trial_id']}" in dom
-    assert "Trials by test_accuracy" in dom   # the saved view is the one shown
-    assert ">test_accuracy<" in dom and ">density<" in dom and ">target_density<" in dom  # key columns
+    primary = load_sweep_space(finished_sweep).metrics[0]
+    assert f"Trials by {primary}" in dom   # the saved view is the one shown, with the key columns
+    assert f">{primary}<" in dom and ">density<" in dom and ">target_density<" in dom
     experiment = MlflowClient(mlflow_server.uri).get_experiment(state.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
 

@@ -334,3 +334,20 @@ def test_study_plots_with_too_few_trials_skips(tmp_path):
     paths = study_plots(_study(1), METRICS, tmp_path)
     assert "param_importances.html" not in [p.name for p in paths]
     assert study_plots(_study(0), METRICS, tmp_path / "empty") == []
+
+
+def test_log_density_hypervolume_rewards_the_sparse_end() -> None:
+    from sweeps.pareto import accuracy_density_hypervolume, sweep_hypervolume
+
+    assert accuracy_density_hypervolume([(1.0, 0.01)]) == pytest.approx(1.0)
+    assert accuracy_density_hypervolume([(1.0, 1.0)]) == 0.0          # dense covers no log-density width
+    assert accuracy_density_hypervolume([(0.1, 0.01)], chance=0.1) == 0.0   # chance accuracy covers nothing
+    half = accuracy_density_hypervolume([(0.55, 0.1)], chance=0.1)    # half way on both axes
+    assert half == pytest.approx(0.25)
+    # Two points: union of their rectangles, not the sum; a dominated point adds nothing.
+    two = accuracy_density_hypervolume([(0.55, 0.1), (1.0, 0.3162), (0.5, 0.2)], chance=0.1)
+    assert two == pytest.approx(0.25 + 0.25 * 0.5, abs=1e-3)
+    rows = [{"state": "COMPLETE", "val_accuracy": 0.55, "density": 0.1, "num_classes": 10},
+            {"state": "PRUNED", "val_accuracy": 1.0, "density": 0.01, "num_classes": 10}]
+    volume, text = sweep_hypervolume(rows, ["val_accuracy", "density"], ["max", "min"])
+    assert volume == pytest.approx(0.25) and "log-density" in text

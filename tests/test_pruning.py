@@ -1,8 +1,9 @@
 """Tests for weightmom.pruning (docs: shared/docs/method.md).
 
 One contract class runs every method in METHODS through a hand-written mini
-training loop (backward -> before_step -> optimizer.step -> after_step, then
-on_epoch_end with 1-based epochs, as weightmom.training does) on a tiny CNN,
+training loop (prepare before the optimizer is built, then backward ->
+before_step -> optimizer.step -> after_step, then on_epoch_end with 1-based
+epochs, as weightmom.training does) on a tiny CNN,
 with SGD (Nesterov momentum) and with Adam. The pieces that decide *when*
 (CubicSchedule), *where* (allocation) and *which* (select_survivors) are then
 tested on their own, followed by what is specific to each method and the
@@ -33,6 +34,7 @@ from weightmom.pruning import (
     select_survivors,
 )
 from weightmom.pruning.allocation import allocate, erk_scores, global_keep_counts, importance_scores, water_fill
+from weightmom.skips import skip_connections
 
 SEED = 0
 EPOCHS = 4
@@ -141,9 +143,11 @@ def train(method: str, density: float, optimizer: str = "sgd", options: dict | N
     model = tiny_cnn(batchnorm)
     batches = make_batches(seed)
     pruner = create_pruner(method, pruner_config(method, density, options))
+    context = make_context(batches, epochs, seed)
+    pruner.prepare(model, context)
     opt = make_optimizer(model, optimizer, pruner.optimizer_overrides())
     param_ids = [id(p) for p in model.parameters()]
-    pruner.attach(model, opt, make_context(batches, epochs, seed))
+    pruner.attach(model, opt, context)
     loss_fn = nn.CrossEntropyLoss()
     found: list[str] = []
     checked = 0
@@ -176,19 +180,27 @@ def contract_run(method: str, optimizer: str, density: float) -> Run:
     return train(method, density, optimizer)
 
 
+def skip_weights(model: nn.Module) -> list[torch.Tensor]:
+    """Weights of skip connections a method added (N2NSkip): non-zeros that count, but not in the size."""
+    return [m.weight for skip in skip_connections(model) for m in skip.modules() if hasattr(m, "weight")]
+
+
 def prunable_weights(model: nn.Module) -> list[torch.Tensor]:
-    return [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    """The network's own Conv2d/Linear weights."""
+    added = {id(w) for w in skip_weights(model)}
+    return [m.weight for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) and id(m.weight) not in added]
 
 
 def nonzero_and_total(model: nn.Module) -> tuple[int, int]:
-    weights = prunable_weights(model)
-    return sum(int(w.count_nonzero()) for w in weights), sum(w.numel() for w in weights)
+    """Non-zeros of all layers, skips included, and the size of the network's own layers."""
+    weights, added = prunable_weights(model), skip_weights(model)
+    return sum(int(w.count_nonzero()) for w in weights + added), sum(w.numel() for w in weights)
 
 
 def assert_density(model: nn.Module, density: float) -> None:
     """Density over prunable weights is `density` to within one weight per layer."""
     nonzero, total = nonzero_and_total(model)
-    layers = len(prunable_weights(model))
+    layers = len(prunable_weights(model)) + len(skip_weights(model))
     assert abs(nonzero - round(density * total)) <= layers, (nonzero, round(density * total))
 
 
@@ -262,7 +274,8 @@ class TestPrunerContract:
         run = contract_run(method, optimizer_name, density)
         masks = run.pruner.masks()
         params = dict(run.model.named_parameters())
-        assert list(masks) == ["0.weight", "3.weight", "5.weight"]
+        skips = ["5.n2nskip.0.proj.weight"] if method == "n2nskip" else []   # conv 0 -> Linear 5, two layers on
+        assert list(masks) == ["0.weight", "3.weight", "5.weight", *skips]
         for name, mask in masks.items():
             assert mask.dtype == torch.bool
             assert mask.shape == params[name].shape
@@ -761,6 +774,13 @@ BAD_SETTINGS = [
     ("gmp", 0.2, {"threshold": 1.0}, "pruner.threshold"),
     ("gmp", 0.2, {"beta": 0.5}, "pruner.beta"),
     ("dense", 0.5, {}, "density"),
+    ("n2nskip", 0.2, {"skip_fraction": 1.5}, "pruner.skip_fraction"),
+    ("n2nskip", 0.2, {"skip_fraction": 0}, "pruner.skip_fraction"),
+    ("n2nskip", 0.2, {"hops": [1]}, "pruner.hops"),
+    ("n2nskip", 0.2, {"hops": []}, "pruner.hops"),
+    ("n2nskip", 0.2, {"hops": [2, "x"]}, "pruner.hops"),
+    ("n2nskip", 0.2, {"hops": 2.5}, "pruner.hops"),
+    ("n2nskip", 0.2, {"base": "nope"}, "pruner.base"),
     ("magic", 0.2, {}, "'magic'"),
 ] + [(m, d, {}, "density") for m in METHODS if m != "dense" for d in (0, 1.5, -0.1)]
 

@@ -10,7 +10,7 @@ import torch
 from weightmom import TrainConfig, train
 
 
-@pytest.mark.parametrize("method", ["weightmom", "gmp", "snip", "gsm", "random", "dense"])
+@pytest.mark.parametrize("method", ["weightmom", "gmp", "snip", "gsm", "random", "dense", "n2nskip"])
 def test_resume_is_bit_exact(method: str, tmp_path: Path) -> None:
     config = TrainConfig(method=method, density=None if method == "dense" else 0.1, epochs=5,
                          pruner={"prune_end": 4} if method in ("weightmom", "gmp") else {})

@@ -89,7 +89,7 @@ def test_digits_quick_is_the_cheap_default():
     assert (space.resources.cpu, space.resources.gpu) == (1, 0)
     assert space.fixed["dataset"] == "digits" and space.fixed["model"] == "lenet300"
     assert space.early_stopping.enabled and space.early_stopping.grace_period == 6  # after the latest prune_end
-    assert space.metrics == ["test_accuracy", "density"] and space.modes == ["max", "min"]
+    assert space.metrics == ["val_accuracy", "density"] and space.modes == ["max", "min"]
 
 
 def test_define_by_run_honours_conditions_and_returns_fixed():
@@ -265,8 +265,11 @@ BAD = {
                        "params.pruner.density"),
     "knob a method does not take": (_remove("params/pruner.window/when"), "params.pruner.window"),
     "fixed knob a method does not take": (_set("fixed/pruner", {"threshold": 2.0}), "fixed.pruner.threshold"),
-    "objective nobody reports": (_set("objectives", [{"metric": "test_accuracy", "mode": "max"},
+    "objective nobody reports": (_set("objectives", [{"metric": "val_accuracy", "mode": "max"},
                                                      {"metric": "flops", "mode": "min"}]), "objectives.1.metric"),
+    "objective on the test set": (_set("objectives", [{"metric": "test_accuracy", "mode": "max"}]),
+                                  "objectives.0.metric"),
+    "val objective without a val split": (_set("fixed/val_fraction", 0), "objectives.0.metric"),
     "bad objective mode": (_set("objectives", [{"metric": "density", "mode": "lowest"}]), "objectives.0.mode"),
     "when references a later param": (_set("params/pruner.window/when", {"pruner.threshold": 1.0}),
                                       "params.pruner.window.when.pruner.threshold"),
@@ -331,3 +334,55 @@ def test_missing_file(tmp_path):
 def test_space_module_needs_neither_ray_nor_mlflow():
     code = "import sys, sweeps.space; sys.exit(bool({'ray', 'mlflow'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1]).returncode == 0
+
+
+# --------------------------------------------------------------------------- honest selection and samplers
+
+def test_a_test_set_objective_is_refused_with_the_reason_and_the_fix(tmp_path):
+    data = copy.deepcopy(BASE)
+    data["objectives"] = [{"metric": "test_accuracy", "mode": "max"}, {"metric": "density", "mode": "min"}]
+    with pytest.raises(UsageError) as err:
+        load_space(write_space(tmp_path, data))
+    assert "would choose on the test set" in str(err.value) and "use 'val_accuracy'" in str(err.value)
+
+
+GRID = {"name": "grid", "sampler": "grid", "fixed": {"dataset": "digits", "model": "lenet300", "epochs": 2},
+        "params": {"method": {"type": "categorical", "choices": ["gmp", "weightmom"]},
+                   "density": {"type": "categorical", "choices": [0.1, 0.05]},
+                   "seed": {"type": "categorical", "choices": [0, 1]}}}
+
+
+def test_grid_enumerates_every_combination_once_and_defaults_trials_to_its_size(tmp_path):
+    space = load_space(write_space(tmp_path, GRID, "grid.yaml"))
+    combos = {(p["method"], p["density"], p["seed"]) for p in space.start_points}
+    assert space.sampler == "grid" and space.trials == 8 and len(space.start_points) == 8
+    assert combos == {(m, d, s) for m in ("gmp", "weightmom") for d in (0.1, 0.05) for s in (0, 1)}
+
+
+def test_grid_runs_a_param_that_does_not_apply_once(tmp_path):
+    data = copy.deepcopy(GRID)
+    data["params"]["method"]["choices"] = ["dense", "gmp", "weightmom"]
+    data["params"]["density"]["when"] = {"method": ["gmp", "weightmom"]}
+    space = load_space(write_space(tmp_path, data, "grid.yaml"))
+    dense = [p for p in space.start_points if p["method"] == "dense"]
+    assert space.trials == 10 and sorted(p["seed"] for p in dense) == [0, 1]
+    assert all("density" not in p for p in dense)
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda d: d["params"].update(lr={"type": "float", "low": 0.01, "high": 0.1}), "params.lr: sampler grid"),
+    (lambda d: d.update(trials=9), "the grid has 8 combinations"),
+    (lambda d: d.update(start_points=[{"method": "gmp"}]), "start_points"),
+])
+def test_grid_refuses_what_it_cannot_enumerate(tmp_path, edit, expected):
+    data = copy.deepcopy(GRID)
+    edit(data)
+    with pytest.raises(UsageError, match=expected):
+        load_space(write_space(tmp_path, data, "grid.yaml"))
+
+
+def test_trials_is_required_except_for_a_grid(tmp_path):
+    data = copy.deepcopy(GRID)
+    data["sampler"] = "random"
+    with pytest.raises(UsageError, match="trials: missing required key"):
+        load_space(write_space(tmp_path, data, "grid.yaml"))

@@ -115,6 +115,7 @@ def test_sweep_logs_to_a_real_mlflow_server_and_optuna_study(tmp_path: Path, mlf
         assert "density" not in run.data.params and "config.density" not in row
         assert not [name for name in run.data.metrics if name.startswith("final_")]
         assert run.data.metrics["density"] == row["density"]   # the last value is the trial's result
+        assert run.data.metrics["val_accuracy"] == row["val_accuracy"]
         assert run.data.metrics["test_accuracy"] == row["test_accuracy"]
         history = client.get_metric_history(run.info.run_id, "test_accuracy")
         epochs = 6 if states[trial_id] == "COMPLETE" else 3
@@ -127,7 +128,8 @@ def test_sweep_logs_to_a_real_mlflow_server_and_optuna_study(tmp_path: Path, mlf
     front = read_table(out / "pareto.parquet")
     assert front and all(states[r["trial_id"]] == "COMPLETE" for r in front)
     complete_values = sorted(tuple(t.values) for t in study.best_trials)
-    assert complete_values == sorted((r["test_accuracy"], r["density"]) for r in front)
+    assert complete_values == sorted((r["val_accuracy"], r["density"]) for r in front)  # chosen on val
+    assert all(r["test_accuracy"] is not None for r in front)                             # test beside it
 
 
 def test_best_picks_under_a_constraint_and_exports_the_pruned_model(tmp_path: Path, local_ray, capsys) -> None:
@@ -138,17 +140,24 @@ def test_best_picks_under_a_constraint_and_exports_the_pruned_model(tmp_path: Pa
     cap = max(r["density"] for r in rows)
     best = tmp_path / "best.yaml"
     model = tmp_path / "best.pt"
+    capsys.readouterr()
     assert main(["best", str(out), "--max-density", str(cap), "--out", str(best), "--export", str(model)]) == 0
-    chosen = max(rows, key=lambda r: r["test_accuracy"])
+    printed = capsys.readouterr().out
+    chosen = max(rows, key=lambda r: (r["val_accuracy"], -r["density"]))  # chosen on val, never on test
     config = yaml.safe_load(best.read_text())
     assert config["lr"] == chosen["config.lr"] and config["method"] == chosen["config.method"]
+    assert config["val_fraction"] == 0.1
+    assert f"val_accuracy {chosen['val_accuracy']:.4f}" in printed and f"test_accuracy {chosen['test_accuracy']:.4f}"\
+        in printed
+    assert f"weightmom train --config {best} --set val_fraction=0" in printed
 
-    # The exported model is that trial's pruned network; the config retrains to the same result.
+    # The exported model is that trial's pruned network; the config reproduces the trial exactly.
     evaluated, retrained = tmp_path / "eval.json", tmp_path / "retrain.json"
     assert main(["evaluate", str(model), "--json", str(evaluated)]) == 0
     assert json.loads(evaluated.read_text())["test_accuracy"] == chosen["test_accuracy"]
     assert main(["train", "--config", str(best), "--quiet", "--json", str(retrained)]) == 0
-    assert abs(json.loads(retrained.read_text())["test_accuracy"] - chosen["test_accuracy"]) <= 0.02
+    again = json.loads(retrained.read_text())
+    assert (again["val_accuracy"], again["test_accuracy"]) == (chosen["val_accuracy"], chosen["test_accuracy"])
 
     capsys.readouterr()
     assert main(["best", str(out), "--max-density", "0.0001", "--out", str(tmp_path / "none.yaml")]) == 1
@@ -252,3 +261,66 @@ def test_smoke_test_runs_two_one_epoch_trials_of_the_shipped_default(tmp_path: P
     rows = read_table(out / "trials.parquet")
     assert len(rows) == 2 and all(r["state"] == "COMPLETE" and r["epochs"] == 1 for r in rows)
     assert yaml.safe_load((out / "space.yaml").read_text())["name"] == "digits-quick"
+
+
+@pytest.mark.parametrize("sampler", ["random", "nsga2"])
+def test_other_samplers_run_a_sweep_end_to_end(sampler: str, tmp_path: Path, local_ray) -> None:
+    out = tmp_path / sampler
+    space = write_space(tmp_path, f"{sampler}-sweep", trials=4, sampler=sampler, early_stopping=False,
+                        fixed={"epochs": 3})
+    assert main(["sweep", str(space), "--out", str(out), "--verbose", "0"]) == 0
+    rows = read_table(out / "trials.parquet")
+    assert len(rows) == 4 and all(r["state"] == "COMPLETE" for r in rows)
+    state = load_state(out)
+    assert state.sampler == sampler
+    study = optuna.load_study(study_name=f"{sampler}-sweep", storage=state.optuna_storage)
+    assert sorted(t.state.name for t in study.trials) == ["COMPLETE"] * 4
+    assert MlflowClient(state.tracking_uri).get_run(state.parent_run_id).data.params["sampler"] == sampler
+
+
+def test_grid_sweep_runs_every_combination_once_and_tabulates(tmp_path: Path, local_ray, capsys) -> None:
+    """method x density (only where it applies) x seed: dense once per seed, 10 trials in all."""
+    out = tmp_path / "grid"
+    space = tmp_path / "grid.yaml"
+    space.write_text(yaml.safe_dump({
+        "name": "grid-sweep", "sampler": "grid", "concurrency": 2, "resources": {"cpu": 1, "gpu": 0},
+        "fixed": {"dataset": "digits", "model": "lenet300", "epochs": 2, "device": "cpu", "pruner": {}},
+        "params": {"method": {"type": "categorical", "choices": ["dense", "gmp", "weightmom"]},
+                   "density": {"type": "categorical", "choices": [0.1, 0.05], "when": {"method": ["gmp", "weightmom"]}},
+                   "seed": {"type": "categorical", "choices": [0, 1]}}}, sort_keys=False))
+    assert main(["sweep", str(space), "--out", str(out), "--verbose", "0"]) == 0
+    rows = read_table(out / "trials.parquet")
+    combos = sorted((r["config.method"], r.get("config.target_density"), r["config.seed"]) for r in rows)
+    expected = sorted([("dense", None, s) for s in (0, 1)] +
+                      [(m, d, s) for m in ("gmp", "weightmom") for d in (0.1, 0.05) for s in (0, 1)])
+    assert combos == expected and all(r["state"] == "COMPLETE" for r in rows)
+    assert all(abs(r["density"] - (r.get("config.target_density") or 1.0)) < 1e-3 for r in rows)
+
+    # `weightmom table`: every method row, both density columns, n = 2 in each cell, files and MLflow artifacts.
+    capsys.readouterr()
+    assert main(["table", str(out)]) == 0
+    printed = capsys.readouterr().out
+    test_section = printed.split("## test_accuracy")[1].split("##")[0]
+    assert "| test_accuracy | 1 | 0.1 | 0.05 |" in test_section
+    for method in ("dense", "gmp", "weightmom"):
+        line = next(line for line in test_section.splitlines() if line.startswith(f"| {method} |"))
+        assert line.count("(n=2)") == (1 if method == "dense" else 2), line
+    assert "| gmp | 0.1 |" in printed.split("## Paired differences")[1]   # weightmom - gmp, paired by seed
+    assert {"table.md", "table.parquet"} <= {p.name for p in out.iterdir()}
+    assert (out / "plots" / "accuracy_vs_density.png").stat().st_size > 10_000
+    long = read_table(out / "table.parquet")
+    assert {(r["method"], r["target_density"], r["n"]) for r in long if r["metric"] == "test_accuracy"} == {
+        ("dense", 1.0, 2), *((m, d, 2) for m in ("gmp", "weightmom") for d in (0.1, 0.05))}
+    state = load_state(out)
+    artifacts = {a.path for a in MlflowClient(state.tracking_uri).list_artifacts(state.parent_run_id, "table")}
+    assert "table/accuracy_vs_density.png" in artifacts
+
+
+def test_table_refuses_a_folder_without_a_sweep_or_without_complete_trials(tmp_path: Path, capsys) -> None:
+    assert main(["table", str(tmp_path / "nonexistent")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    (tmp_path / "sweep.json").write_text("{}")
+    assert main(["table", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no COMPLETE trial" in err and err.count("\n") == 1
+    assert not (tmp_path / "table.md").exists()

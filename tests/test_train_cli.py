@@ -77,6 +77,26 @@ def test_sparse_checkpoint_is_small_and_reloads_exactly(tmp_path: Path, capsys) 
     assert after["params_nonzero"] == before["params_nonzero"]
 
 
+def test_n2nskip_at_5_percent_keeps_the_budget_beats_random_and_reloads_exactly(tmp_path: Path, capsys) -> None:
+    """The acceptance run: skips built and counted, density over the network's own size, the checkpoint
+    (which carries the skips' description) re-measured identically."""
+    out, saved, reloaded = tmp_path / "r.json", tmp_path / "n2nskip.pt", tmp_path / "reloaded.json"
+    assert main(["train", *DIGITS, "--method", "n2nskip", "--density", "0.05", "--epochs", "20",
+                 "--json", str(out), "--save", str(saved)]) == 0
+    metrics = json.loads(out.read_text())
+    assert 0.0495 <= metrics["density"] <= 0.0505
+    assert metrics["params_skip"] > 0 and metrics["skips"] >= 1 and metrics["params_prunable"] == 50_200
+    assert abs(metrics["params_nonzero"] - round(0.05 * 50_200)) <= len(metrics["layer_densities"])
+    random = train(TrainConfig(method="random", density=0.05, epochs=20), progress=False).metrics
+    assert metrics["test_accuracy"] >= random["test_accuracy"]
+
+    assert main(["evaluate", str(saved), "--json", str(reloaded)]) == 0
+    after = json.loads(reloaded.read_text())
+    assert after["test_accuracy"] == metrics["test_accuracy"]
+    for key in ("params_nonzero", "params_skip", "skips", "density"):
+        assert after[key] == metrics[key], key
+
+
 def test_masks_apply_through_torch_prune(tmp_path: Path, capsys) -> None:
     import torch
 
@@ -129,6 +149,9 @@ BAD_INPUTS = [
     (["--method", "nope"], "unknown method 'nope'"),
     (["--method", "weightmom", "--set", "pruner.nope=1"], "unknown config key 'pruner.nope'"),
     (["--epochs", "many"], "invalid int value"),
+    (["--method", "n2nskip", "--set", "pruner.skip_fraction=1.5"], "pruner.skip_fraction must be in (0, 1)"),
+    (["--method", "n2nskip", "--set", "pruner.hops=[1]"], "pruner.hops must be a non-empty list of integers >= 2"),
+    (["--method", "n2nskip", "--set", "pruner.base=nope"], "unknown pruner.base 'nope'"),
 ]
 
 

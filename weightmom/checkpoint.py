@@ -9,7 +9,7 @@ bit for bit.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +20,7 @@ from torch.nn.utils import prune
 from weightmom.errors import UsageError
 from weightmom.files import atomic_write
 from weightmom.models import create_model
+from weightmom.skips import SkipSpec, attach_skips, skip_specs
 
 FORMAT = "weightmom-sparse/1"
 
@@ -55,11 +56,15 @@ def atomic_save(obj: object, path: str | Path) -> None:
 
 def save_checkpoint(path: str | Path, model: nn.Module, masks: dict[str, torch.Tensor], *,
                     config: dict, input_shape: tuple[int, ...], num_classes: int, metrics: dict | None = None) -> None:
-    """Write `model` with its masks sparsely, plus what is needed to rebuild and evaluate it."""
+    """Write `model` with its masks sparsely, plus what is needed to rebuild and evaluate it.
+
+    Skip connections a method added (N2NSkip) are described in the file, so it rebuilds without the run's config.
+    """
     tensors = {name: encode(value, masks.get(name)) for name, value in model.state_dict().items()}
     scalars = {k: v for k, v in (metrics or {}).items() if isinstance(v, (int, float, str))}
     atomic_save({"format": FORMAT, "config": config, "input_shape": list(input_shape),
-                 "num_classes": num_classes, "metrics": scalars, "tensors": tensors}, path)
+                 "num_classes": num_classes, "metrics": scalars, "tensors": tensors,
+                 "skips": [spec.to_dict() for spec in skip_specs(model)]}, path)
 
 
 @dataclass
@@ -70,10 +75,12 @@ class Checkpoint:
     metrics: dict
     state_dict: dict[str, torch.Tensor]
     masks: dict[str, torch.Tensor]
+    skips: list[SkipSpec] = field(default_factory=list)
 
     def build_model(self) -> nn.Module:
-        """The dense model with the stored weights (pruned ones exactly zero)."""
+        """The dense model, with any skip connections, and the stored weights (pruned ones exactly zero)."""
         model = create_model(self.config["model"], self.input_shape, self.num_classes, width=self.config["width"])
+        attach_skips(model, self.skips)
         model.load_state_dict(self.state_dict)
         return model
 
@@ -93,7 +100,9 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         state[name], mask = decode(entry)
         if mask is not None:
             masks[name] = mask
-    return Checkpoint(raw["config"], tuple(raw["input_shape"]), raw["num_classes"], raw["metrics"], state, masks)
+    skips = [SkipSpec.from_dict(spec) for spec in raw.get("skips", [])]
+    return Checkpoint(raw["config"], tuple(raw["input_shape"]), raw["num_classes"], raw["metrics"], state, masks,
+                      skips)
 
 
 def apply_masks_with_torch_prune(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:

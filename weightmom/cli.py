@@ -49,7 +49,7 @@ def add_train_parser(commands) -> None:
     p.add_argument("--data-dir", dest="data_dir", help="folder in the CIFAR python layout")
     p.add_argument("--model")
     p.add_argument("--width", type=float)
-    p.add_argument("--method", help="dense | weightmom | gmp | snip | gsm | random")
+    p.add_argument("--method", help="dense | weightmom | gmp | snip | gsm | random | n2nskip")
     p.add_argument("--density", type=float, help="fraction of prunable weights kept, in (0, 1]")
     p.add_argument("--epochs", type=int)
     p.add_argument("--lr", type=float)
@@ -86,7 +86,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def summary_line(metrics: dict) -> str:
-    return (f"test_accuracy={metrics['test_accuracy']:.4f} density={metrics['density']:.4f} "
+    val = f"val_accuracy={metrics['val_accuracy']:.4f} " if "val_accuracy" in metrics else ""
+    return (f"{val}test_accuracy={metrics['test_accuracy']:.4f} density={metrics['density']:.4f} "
             f"compression={metrics['compression_ratio']:.1f}x")
 
 

@@ -31,7 +31,7 @@ class TrainConfig:
     data_dir: str | None = None       # CIFAR "python version" folder; None downloads to the cache
     model: str = "lenet300"
     width: float = 1.0                # channel multiplier (small models for CPU benchmarks)
-    method: str = "dense"             # dense | weightmom | gmp | snip | gsm | random
+    method: str = "dense"             # dense | weightmom | gmp | snip | gsm | random | n2nskip
     density: float | None = None      # target fraction of prunable weights kept; None: 1 for dense, else 0.1
     pruner: dict = field(default_factory=dict)  # method knobs, e.g. {"window": 5, "threshold": 1.0}
     epochs: int = 20
@@ -45,6 +45,8 @@ class TrainConfig:
     lr_step_gamma: float = 0.5
     label_smoothing: float = 0.0
     seed: int = 0
+    val_fraction: float = 0.1         # of the training data, held out to choose on; 0: train on all of it
+    split_seed: int = 0               # fixes the validation split apart from `seed`, so trials share it
     device: str = "auto"              # auto | cpu | cuda | cuda:N
 
     def __post_init__(self) -> None:
@@ -60,6 +62,7 @@ class TrainConfig:
                 f"unknown lr_schedule {self.lr_schedule!r}; choose from: {', '.join(LR_SCHEDULES)}")
         require(self.weight_decay >= 0, f"weight_decay must be >= 0 (got {self.weight_decay})")
         require(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1) (got {self.label_smoothing})")
+        require(0 <= self.val_fraction < 0.5, f"val_fraction must be in [0, 0.5) (got {self.val_fraction})")
         require(self.lr_step_epochs > 0, f"lr_step_epochs must be positive (got {self.lr_step_epochs})")
 
     @property
@@ -84,6 +87,8 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         if value is None:
             return None
         hint = options[0]
+    if typing.get_origin(hint) is tuple:
+        return _coerce_sequence(value, typing.get_args(hint)[0], key)
     expected = getattr(hint, "__name__", str(hint))
     if hint is bool and isinstance(value, bool):
         return value
@@ -102,6 +107,19 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
     if hint is dict and isinstance(value, dict):
         return value
     raise UsageError(f"{key}: expected {expected}, got {value!r}")
+
+
+def _coerce_sequence(value: Any, item: Any, key: str) -> tuple:
+    """A `tuple[X, ...]` field takes a list, one X, or (as search spaces hold only scalars) a string "x1,x2"."""
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",")]
+        if item is int:
+            value = [int(part) if part.lstrip("+-").isdigit() else part for part in value]
+    items = value if isinstance(value, (list, tuple)) else [value]
+    try:
+        return tuple(coerce(v, item, key) for v in items)
+    except UsageError:
+        raise UsageError(f"{key}: expected a list of {item.__name__}, got {value!r}") from None
 
 
 def build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:

@@ -29,6 +29,7 @@ __all__ = [
     "iterate_batches",
     "load_dataset",
     "normalize",
+    "split_validation",
 ]
 
 _PAD = 4
@@ -40,11 +41,12 @@ _CIFAR_ROW = 3 * 32 * 32
 
 @dataclass(frozen=True, eq=False)
 class TensorDataset:
-    """A train/test image split held as tensors on one device.
+    """Train/test (and, once split, validation) images held as tensors on one device.
 
     Images stay uint8 so a full CIFAR-10 copy costs 150 MB rather than 600 MB;
     ``normalize`` makes float batches on the fly. ``eq=False`` because
-    element-wise tensor comparison cannot give one truth value.
+    element-wise tensor comparison cannot give one truth value. The validation
+    split is None until ``split_validation`` carves it out of the training data.
     """
 
     name: str
@@ -56,9 +58,12 @@ class TensorDataset:
     mean: torch.Tensor
     std: torch.Tensor
     augment: bool
+    val_images: torch.Tensor | None = None
+    val_labels: torch.Tensor | None = None
+    class_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
-        for split in ("train", "test"):
+        for split in self.splits:
             images = getattr(self, f"{split}_images")
             labels = getattr(self, f"{split}_labels")
             if images.dtype != torch.uint8 or images.dim() != 4:
@@ -71,6 +76,19 @@ class TensorDataset:
                     f"{self.name}: {split}_labels must be int64 ({images.shape[0]},), "
                     f"got {labels.dtype} {tuple(labels.shape)}"
                 )
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits this dataset holds: train and test, plus val once split off."""
+        return ("train", "val", "test") if self.val_images is not None else ("train", "test")
+
+    def size(self, split: str) -> int:
+        """Number of samples in ``split`` (0 for a validation split that was not made)."""
+        labels = getattr(self, f"{split}_labels")
+        return 0 if labels is None else int(labels.shape[0])
+
+    def class_name(self, label: int) -> str:
+        return self.class_names[label] if self.class_names else str(label)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -91,9 +109,56 @@ class TensorDataset:
             train_labels=self.train_labels.to(device),
             test_images=self.test_images.to(device),
             test_labels=self.test_labels.to(device),
+            val_images=None if self.val_images is None else self.val_images.to(device),
+            val_labels=None if self.val_labels is None else self.val_labels.to(device),
             mean=self.mean.to(device),
             std=self.std.to(device),
         )
+
+
+def _channel_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of uint8 (N, C, H, W) images, in float32."""
+    pixels = images.transpose(0, 1).reshape(images.shape[1], -1).double()
+    # A constant channel would divide by zero; clamping keeps it at 0 instead.
+    return pixels.mean(dim=1).float(), pixels.std(dim=1).clamp_min(1e-6).float()
+
+
+def split_validation(dataset: TensorDataset, fraction: float, seed: int = 0) -> TensorDataset:
+    """Carve a stratified validation split out of the training data; training never sees it.
+
+    The split depends on ``seed`` alone (not on the training seed), so trials with different
+    training seeds are selected on the same images. Each class gives ``round(fraction * n_c)``
+    samples; a class that would give none is an error, since its accuracy could not be measured.
+    Normalisation statistics are recomputed from what is left for training. A dataset that
+    already has a validation split (e.g. an ImageFolder ``val/``) is returned unchanged.
+    """
+    if fraction == 0 or dataset.val_images is not None:
+        return dataset
+    if not 0 < fraction < 0.5:
+        raise UsageError(f"val_fraction must be in [0, 0.5) (got {fraction})")
+    labels = dataset.train_labels.cpu().numpy()
+    rng = np.random.default_rng(seed)
+    val_parts = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        n_val = int(round(fraction * members.size))
+        if n_val == 0:
+            raise UsageError(f"{dataset.name}: val_fraction {fraction} leaves class "
+                             f"{dataset.class_name(int(label))!r} ({members.size} training samples) with no "
+                             "validation sample; raise val_fraction or add data")
+        val_parts.append(rng.permutation(members)[:n_val])
+    val_index = np.sort(np.concatenate(val_parts))
+    keep = np.ones(labels.size, dtype=bool)
+    keep[val_index] = False
+    device = dataset.train_images.device
+    val_index_t = torch.from_numpy(val_index).to(device)
+    train_index_t = torch.from_numpy(np.flatnonzero(keep)).to(device)
+    train_images = dataset.train_images[train_index_t]
+    mean, std = _channel_stats(train_images.cpu())
+    return dataclasses.replace(
+        dataset, train_images=train_images, train_labels=dataset.train_labels[train_index_t],
+        val_images=dataset.train_images[val_index_t], val_labels=dataset.train_labels[val_index_t],
+        mean=mean.to(device), std=std.to(device))
 
 
 def _make_dataset(
@@ -105,7 +170,7 @@ def _make_dataset(
 ) -> TensorDataset:
     """Build a CPU dataset; statistics come from the train split only, so test data never leaks."""
     train_images = torch.from_numpy(np.ascontiguousarray(train[0], dtype=np.uint8))
-    pixels = train_images.transpose(0, 1).reshape(train_images.shape[1], -1).double()
+    mean, std = _channel_stats(train_images)
     return TensorDataset(
         name=name,
         train_images=train_images,
@@ -113,9 +178,8 @@ def _make_dataset(
         test_images=torch.from_numpy(np.ascontiguousarray(test[0], dtype=np.uint8)),
         test_labels=torch.from_numpy(np.asarray(test[1], dtype=np.int64)),
         num_classes=num_classes,
-        mean=pixels.mean(dim=1).float(),
-        # A constant channel would divide by zero; clamping keeps it at 0 instead.
-        std=pixels.std(dim=1).clamp_min(1e-6).float(),
+        mean=mean,
+        std=std,
         augment=augment,
     )
 
@@ -353,12 +417,12 @@ def iterate_batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (normalised float32 images, int64 labels) on the dataset's device.
 
-    The train split is augmented when ``dataset.augment``; the test split never
-    is, so evaluation is deterministic. Arguments are checked here, at the call,
+    The train split is augmented when ``dataset.augment``; the val and test splits
+    never are, so evaluation is deterministic. Arguments are checked here, at the call,
     rather than at the first ``next``.
     """
-    if split not in ("train", "test"):
-        raise UsageError(f"unknown split {split!r}; expected 'train' or 'test'")
+    if split not in dataset.splits:
+        raise UsageError(f"unknown split {split!r}; this dataset has: {', '.join(dataset.splits)}")
     if batch_size < 1:
         raise UsageError(f"batch_size must be at least 1, got {batch_size}")
     images = getattr(dataset, f"{split}_images")

@@ -19,13 +19,17 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from weightmom.config import TrainConfig, config_to_dict
-from weightmom.data import TensorDataset, iterate_batches, load_dataset
+from weightmom.data import TensorDataset, iterate_batches, load_dataset, split_validation
 from weightmom.errors import TrainingDiverged, UsageError
 from weightmom.metrics import sparsity_report
 from weightmom.models import create_model
 from weightmom.pruning import Pruner, TrainingContext, create_pruner, pruner_config
 
 Report = Callable[[dict], None]
+# What `report` gets every epoch besides `epoch`: the one list sweeps log and may optimise (val_* only
+# when the run has a validation split).
+REPORTED_METRICS = ("train_loss", "val_accuracy", "val_loss", "test_accuracy", "test_loss", "density",
+                    "compression_ratio", "lr")
 EpochEnd = Callable[[dict, "TrainResult"], None]
 
 
@@ -92,20 +96,35 @@ def lr_multiplier(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], 
 
 
 def evaluate(model: nn.Module, dataset: TensorDataset, batch_size: int = 1000,
-             channels_last: bool = False) -> tuple[float, float]:
-    """Test loss and accuracy (0..1), summed on the device and synchronised once."""
+             channels_last: bool = False, split: str = "test") -> tuple[float, float]:
+    """Loss and accuracy (0..1) on one split, summed on the device and synchronised once."""
     model.eval()
-    loss_sum = torch.zeros((), device=dataset.test_labels.device)
-    correct = torch.zeros((), device=dataset.test_labels.device, dtype=torch.long)
-    with torch.no_grad(), _autocast(dataset.test_labels.device):
-        for x, y in iterate_batches(dataset, "test", batch_size, shuffle=False):
+    device = dataset.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    with torch.no_grad(), _autocast(device):
+        for x, y in iterate_batches(dataset, split, batch_size, shuffle=False):
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             logits = model(x).float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum")
             correct += (logits.argmax(1) == y).sum()
-    n = dataset.test_labels.numel()
+    n = dataset.size(split)
     return loss_sum.item() / n, correct.item() / n
+
+
+def evaluate_splits(model: nn.Module, dataset: TensorDataset, channels_last: bool = False) -> dict:
+    """`val_*` (when the dataset has a validation split) and `test_*` loss and accuracy.
+
+    Both are measured every epoch; only val is for choosing (sweeps, early stopping, `best`),
+    test is for reading.
+    """
+    metrics = {}
+    for split in ("val", "test"):
+        if split in dataset.splits:
+            loss, accuracy = evaluate(model, dataset, channels_last=channels_last, split=split)
+            metrics |= {f"{split}_loss": loss, f"{split}_accuracy": accuracy}
+    return metrics
 
 
 def _autocast(device: torch.device):
@@ -125,7 +144,7 @@ def train(config: TrainConfig, report: Report | None = None, dataset: TensorData
     torch.manual_seed(config.seed)
     if dataset is None:
         dataset = load_dataset(config.dataset, data_dir=config.data_dir, device=device)
-    dataset = dataset.to(device)
+    dataset = split_validation(dataset.to(device), config.val_fraction, config.split_seed)
     steps_per_epoch = math.ceil(dataset.train_labels.numel() / config.batch_size)
 
     density = config.target_density
@@ -135,16 +154,17 @@ def train(config: TrainConfig, report: Report | None = None, dataset: TensorData
     channels_last = device.type == "cuda" and len(dataset.input_shape) == 3
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, config, pruner.optimizer_overrides())
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(config, steps_per_epoch))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     shuffle = torch.Generator().manual_seed(config.seed)
     context = TrainingContext(
         epochs=config.epochs, steps_per_epoch=steps_per_epoch, loss_fn=loss_fn, seed=config.seed,
-        sample_input=dataset.test_images[:1].float(),
+        sample_input=dataset.train_images[:1].float(),
         batches=lambda: iterate_batches(dataset, "train", config.batch_size, shuffle=True,
                                         generator=torch.Generator().manual_seed(config.seed + 1)),
     )
+    pruner.prepare(model, context)   # may add parameters (N2NSkip's skips): before the optimizer sees them
+    optimizer = make_optimizer(model, config, pruner.optimizer_overrides())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(config, steps_per_epoch))
     pruner.attach(model, optimizer, context)
     first_epoch, seconds_before, epoch_metrics = 1, 0.0, {}
     if resume is not None:
@@ -163,7 +183,7 @@ def train(config: TrainConfig, report: Report | None = None, dataset: TensorData
                     "scheduler": scheduler.state_dict(), "pruner": pruner.state_dict(),
                     "shuffle": shuffle.get_state(), "torch_rng": torch.get_rng_state()}
 
-        return TrainResult(_final_metrics(config, model, pruner, last_epoch, seconds, sparsity), model, pruner,
+        return TrainResult(_final_metrics(config, dataset, model, pruner, last_epoch, seconds, sparsity), model, pruner,
                            dataset.input_shape, dataset.num_classes, capture)
 
     show = sys.stderr.isatty() if progress is None else progress
@@ -186,15 +206,15 @@ def train(config: TrainConfig, report: Report | None = None, dataset: TensorData
             scheduler.step()
             loss_sum += loss.detach().float()
         pruner.on_epoch_end(epoch)
-        test_loss, test_accuracy = evaluate(model, dataset, channels_last=channels_last)
         train_loss = loss_sum.item() / steps_per_epoch
         sparsity = sparsity_report(model)
         epoch_metrics = {
-            "epoch": epoch, "train_loss": train_loss, "test_loss": test_loss, "test_accuracy": test_accuracy,
+            "epoch": epoch, "train_loss": train_loss, **evaluate_splits(model, dataset, channels_last),
             "density": sparsity["density"], "compression_ratio": sparsity["compression_ratio"],
             "lr": optimizer.param_groups[0]["lr"],
         }
-        bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{test_accuracy:.3f}", density=f"{sparsity['density']:.3f}")
+        shown = epoch_metrics.get("val_accuracy", epoch_metrics["test_accuracy"])
+        bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{shown:.3f}", density=f"{sparsity['density']:.3f}")
         if not math.isfinite(train_loss):
             raise TrainingDiverged(f"training diverged in epoch {epoch}: train loss is {train_loss}")
         if report is not None:
@@ -205,12 +225,14 @@ def train(config: TrainConfig, report: Report | None = None, dataset: TensorData
     return result(epoch_metrics, time.perf_counter() - start)
 
 
-def _final_metrics(config: TrainConfig, model: nn.Module, pruner: Pruner, last_epoch: dict, seconds: float,
-                   sparsity: dict | None = None) -> dict:
+def _final_metrics(config: TrainConfig, dataset: TensorDataset, model: nn.Module, pruner: Pruner, last_epoch: dict,
+                   seconds: float, sparsity: dict | None = None) -> dict:
     """The `--json` content: last epoch's quality, what the network keeps, and the resolved configs."""
     resolved = replace(config, density=config.target_density)
+    quality = {k: v for k, v in last_epoch.items() if k.startswith(("val_", "test_"))}
     return {
-        "test_accuracy": last_epoch["test_accuracy"], "test_loss": last_epoch["test_loss"],
+        **quality, "val_fraction": config.val_fraction,
+        **{f"{split}_size": dataset.size(split) for split in ("train", "val", "test")},
         "train_loss": last_epoch["train_loss"], "epochs": last_epoch["epoch"], "train_seconds": seconds,
         **(sparsity or sparsity_report(model)),
         "model": config.model, "dataset": config.dataset, "method": config.method,

@@ -10,13 +10,15 @@ from weightmom.config import build
 from weightmom.errors import UsageError, require
 from weightmom.pruning.base import PrunableLayer, Pruner, TrainingContext, prunable_layers, select_survivors
 from weightmom.pruning.gsm import GsmConfig, GsmPruner
+from weightmom.pruning.n2nskip import N2NSkipConfig, N2NSkipPruner
 from weightmom.pruning.random_mask import DenseConfig, RandomConfig, RandomPruner
 from weightmom.pruning.schedule import CubicSchedule
 from weightmom.pruning.snip import SnipConfig, SnipPruner
 from weightmom.pruning.weightmom import WeightMomConfig, WeightMomPruner
 
 __all__ = [
-    "METHODS", "CubicSchedule", "DenseConfig", "GsmConfig", "GsmPruner", "PrunableLayer", "Pruner",
+    "METHODS", "CubicSchedule", "DenseConfig", "GsmConfig", "GsmPruner", "N2NSkipConfig", "N2NSkipPruner",
+    "PrunableLayer", "Pruner",
     "RandomConfig", "RandomPruner", "SnipConfig", "SnipPruner", "TrainingContext", "WeightMomConfig",
     "WeightMomPruner", "create_pruner", "pruner_config", "prunable_layers", "select_survivors",
 ]
@@ -36,6 +38,7 @@ METHODS: dict[str, Method] = {
     "snip": Method(SnipConfig, SnipPruner, {}),
     "gsm": Method(GsmConfig, GsmPruner, {}),
     "random": Method(RandomConfig, RandomPruner, {}),
+    "n2nskip": Method(N2NSkipConfig, N2NSkipPruner, {}),
 }
 
 

@@ -1,8 +1,8 @@
 """The interface between a training loop and any pruning method.
 
 The loop owns the model, the optimizer and the step; it calls the pruner at
-fixed points (before and after each optimizer step, at each epoch end, at the
-end of training). A pruner only decides masks; `Pruner.set_masks` is the one
+fixed points (once before the optimizer is built, before and after each
+optimizer step, at each epoch end, at the end of training). A pruner only decides masks; `Pruner.set_masks` is the one
 place that makes masked weights, their gradients and their optimizer state
 zero, so nothing regrows under SGD momentum or Adam.
 """
@@ -71,6 +71,9 @@ class Pruner:
         self._masks_active = False
 
     # -- hooks the training loop calls -------------------------------------------------
+    def prepare(self, model: nn.Module, context: TrainingContext) -> None:
+        """Before the optimizer is built: a method that adds parameters (N2NSkip's skips) attaches them here."""
+
     def attach(self, model: nn.Module, optimizer: torch.optim.Optimizer, context: TrainingContext) -> None:
         self.layers = prunable_layers(model, context.sample_input)
         self.optimizer = optimizer

@@ -19,6 +19,14 @@ class RandomConfig:
         require(0 < self.density <= 1, f"density must be in (0, 1] (got {self.density})")
 
 
+def random_mask(shape: torch.Size, keep: int, generator: torch.Generator) -> torch.Tensor:
+    """A float 0/1 mask (on the CPU) with exactly `keep` ones at uniformly random places."""
+    n = shape.numel()
+    flat = torch.zeros(n)
+    flat[torch.randperm(n, generator=generator)[:keep]] = 1
+    return flat.view(shape)
+
+
 class RandomPruner(Pruner):
     """Each layer keeps a uniformly random `density` fraction, seeded by the run's seed."""
 
@@ -28,11 +36,8 @@ class RandomPruner(Pruner):
         generator = torch.Generator().manual_seed(context.seed)
         masks = []
         for layer in self.layers:
-            n = layer.weight.numel()
-            keep = max(1, round(self.config.density * n))
-            flat = torch.zeros(n, dtype=layer.mask.dtype)
-            flat[torch.randperm(n, generator=generator)[:keep]] = 1
-            masks.append(flat.view_as(layer.mask).to(layer.mask.device))
+            keep = max(1, round(self.config.density * layer.weight.numel()))
+            masks.append(random_mask(layer.weight.shape, keep, generator).to(layer.mask))
         self.set_masks(masks)
 
 

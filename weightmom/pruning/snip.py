@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from weightmom.errors import require
-from weightmom.pruning.base import Pruner, TrainingContext
+from weightmom.pruning.base import PrunableLayer, Pruner, TrainingContext
 
 
 @dataclass(frozen=True)
@@ -30,22 +30,29 @@ def global_top_masks(scores: list[torch.Tensor], keep: int) -> list[torch.Tensor
     return [part.view_as(s) for part, s in zip(chosen.split([s.numel() for s in scores]), scores)]
 
 
+def snip_saliency(model: nn.Module, layers: list[PrunableLayer], context: TrainingContext,
+                  batches: int) -> list[torch.Tensor]:
+    """|g * w| of each layer's weight, summed over the first `batches` mini-batches; BN statistics untouched."""
+    buffers = {name: b.clone() for name, b in model.named_buffers()}
+    saliency = [torch.zeros_like(l.weight) for l in layers]
+    for x, y in itertools.islice(context.batches(), batches):
+        model.zero_grad(set_to_none=True)
+        context.loss_fn(model(x), y).backward()
+        with torch.no_grad():
+            for s, layer in zip(saliency, layers):
+                s.add_((layer.weight.grad * layer.weight).abs_())
+    model.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            b.copy_(buffers[name])
+    return saliency
+
+
 class SnipPruner(Pruner):
     config: SnipConfig
 
     def setup(self, model: nn.Module, context: TrainingContext) -> None:
-        buffers = {name: b.clone() for name, b in model.named_buffers()}  # BN statistics stay untouched
-        saliency = [torch.zeros_like(l.weight) for l in self.layers]
-        for x, y in itertools.islice(context.batches(), self.config.batches):
-            model.zero_grad(set_to_none=True)
-            context.loss_fn(model(x), y).backward()
-            with torch.no_grad():
-                for s, layer in zip(saliency, self.layers):
-                    s.add_((layer.weight.grad * layer.weight).abs_())
-        model.zero_grad(set_to_none=True)
-        with torch.no_grad():
-            for name, b in model.named_buffers():
-                b.copy_(buffers[name])
+        saliency = snip_saliency(model, self.layers, context, self.config.batches)
         total = sum(s.numel() for s in saliency)
         masks = global_top_masks(saliency, max(1, round(self.config.density * total)))
         self.set_masks([m.to(l.mask.dtype) for m, l in zip(masks, self.layers)])
