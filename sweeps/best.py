@@ -71,9 +71,9 @@ def describe(row: dict) -> str:
             f"density {row['density']:.4f}")
 
 
-def retrain_command(config_path: str | Path) -> str:
+def retrain_command(config_path: str | Path, program: str = "weightmom") -> str:
     """The production step: the chosen config again, on all the training data (no validation split)."""
-    return f"weightmom train --config {config_path} --set val_fraction=0"
+    return f"{program} train --config {config_path} --set val_fraction=0"
 
 
 def write_config(path: str | Path, config: TrainConfig, row: dict) -> None:

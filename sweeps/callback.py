@@ -251,12 +251,10 @@ def trial_params(space: SearchSpace, config: dict) -> dict:
 
 
 def front_columns(space: SearchSpace) -> list[str]:
-    """What a reader of the front wants: the objectives (each val_* with its test_* twin beside it, so the
-    optimism of choosing is visible), then the searched parameters."""
-    shown = []
-    for metric in space.metrics:
-        shown += [metric, f"test_{metric.removeprefix('val_')}"] if metric.startswith("val_") else [metric]
-    return ["trial_id", *shown, *[f"config.{recorded_name(name)}" for name in space.params]]
+    """What a reader of the front wants: the objectives (each val_* with its test_* twin), then the searched
+    parameters."""
+    return ["trial_id", *pareto.shown_metrics(space.metrics),
+            *[f"config.{recorded_name(name)}" for name in space.params]]
 
 
 def _error_message(trial) -> str:

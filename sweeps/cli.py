@@ -153,8 +153,8 @@ def run_best_command(args: argparse.Namespace) -> int:
     write_config(args.out, config, row)
     print(f"trial {row['trial_id']}: {describe(row)}")
     print(f"config -> {args.out}" + (f", pruned model -> {args.export}" if args.export else ""))
-    print(f"reproduce the trial:             weightmom train --config {args.out}")
-    print(f"retrain on all the training data: {retrain_command(args.out)}")
+    print(f"reproduce the trial:             {_tool('weightmom')} train --config {shlex.quote(args.out)}")
+    print(f"retrain on all the training data: {retrain_command(shlex.quote(args.out), _tool('weightmom'))}")
     return 0
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from sweeps.html_figure import Tooltips, table_html, write_page
-from sweeps.pareto import objective_matrix, sweep_hypervolume
+from sweeps.pareto import objective_matrix, shown_metrics, sweep_hypervolume
 from weightmom.errors import require
 from weightmom.files import atomic_write
 
@@ -47,7 +47,7 @@ def _front_line(front: Sequence[dict], metrics: Sequence[str]) -> tuple[list, li
 def _title(rows: Sequence[dict], front: Sequence[dict], metrics: Sequence[str], modes: Sequence[str]) -> str:
     complete = [row for row in rows if row.get("state") == "COMPLETE"]
     _, volume = sweep_hypervolume(rows, metrics, modes)
-    return f"Pareto front: {len(front)} of {len(complete)} complete trials, {volume}"
+    return f"Pareto front: {len(front)} of {len(complete)} complete trials\n{volume}"
 
 
 def _label(metric: str, mode: str) -> str:
@@ -98,7 +98,7 @@ def _y_range(complete: Sequence[float], pruned: Sequence[float], mode: str) -> t
 def _hover(row: dict, metrics: Sequence[str]) -> str:
     """Trial id, state, the objectives and every config.* value: enough to rerun the point."""
     lines = [f"trial {row.get('trial_id')} ({str(row.get('state', '')).lower()})"]
-    lines += [f"{m}: {_fmt(row.get(m))}" for m in metrics]
+    lines += [f"{m}: {_fmt(row.get(m))}" for m in shown_metrics(metrics)]
     lines += [f"{k.removeprefix('config.')}: {_fmt(v)}" for k, v in row.items()
               if k.startswith("config.") and v is not None]
     return "\n".join(lines)
@@ -152,8 +152,8 @@ def _front_figure(rows: Sequence[dict], front: Sequence[dict], metrics: Sequence
     ax.set_ylabel(_label(metrics[0], modes[0]))
     ax.set_title(_title(rows, front, metrics, modes), fontsize=9)
     ax.grid(True, which="major", alpha=0.3)
-    if complete or pruned:
-        ax.legend(loc="best", fontsize=8)
+    if complete or pruned:   # below the axes: a legend inside would hide points
+        figure.legend(loc="outside lower center", ncols=3, fontsize=8, frameon=False)
     return figure
 
 
@@ -173,9 +173,9 @@ def front_html(
     figure = _front_figure(rows, front, metrics, modes, tooltips)
     config = [k for k in dict.fromkeys(k for row in rows for k in row if k.startswith("config."))
               if len({repr(row.get(k)) for row in rows}) > 1]
-    table_rows = [{"trial_id": r.get("trial_id"), **{m: r.get(m) for m in metrics},
+    table_rows = [{"trial_id": r.get("trial_id"), **{m: r.get(m) for m in shown_metrics(metrics)},
                    **{k.removeprefix("config."): r.get(k) for k in config}} for r in front]
-    columns = ["trial_id", *metrics, *[k.removeprefix("config.") for k in config]]
+    columns = ["trial_id", *shown_metrics(metrics), *[k.removeprefix("config.") for k in config]]
     table = table_html(table_rows, columns, _fmt) if front else "<p>No complete trial yet.</p>"
     write_page(path, f"Pareto front: {metrics[0]} vs {metrics[1]}", figure, tooltips,
                hint="Hover a point for its trial and config.", extra_html=f"<h3>The front</h3>\n{table}")
