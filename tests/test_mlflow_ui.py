@@ -27,13 +27,14 @@ FRONT_RED = np.array([214, 39, 40])   # matplotlib's C3, the front's markers
 MAX_HTML_BYTES = 1_500_000
 
 
-def browse(url: str, *action: str) -> subprocess.CompletedProcess:
+def browse(url: str, *action: str, width: int = 1400) -> subprocess.CompletedProcess:
     """Load `url` in headless Chromium (a fresh profile) and dump its DOM or take a screenshot.
 
     The virtual time budget lets the single-page app fetch and render before the dump, without sleeping.
+    The runs table renders only the columns in view, so a check on columns needs a wide window.
     """
     command = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--mute-audio",
-               "--window-size=1400,900", "--virtual-time-budget=30000", *action, url]
+               f"--window-size={width},900", "--virtual-time-budget=30000", *action, url]
     return subprocess.run(command, capture_output=True, text=True, timeout=240, check=True)
 
 
@@ -55,7 +56,7 @@ def finished_sweep(tmp_path_factory, mlflow_server) -> Path:
 def test_the_printed_link_opens_the_runs_view_with_every_trial(finished_sweep: Path, mlflow_server, capsys) -> None:
     state = load_state(finished_sweep)
     page = runs_page(state.experiment_id)
-    dom = browse(mlflow_server.uri + page, "--dump-dom").stdout
+    dom = browse(mlflow_server.uri + page, "--dump-dom", width=2800).stdout
     # The model-training runs view, not MLflow 3.17's default GenAI mode (an empty traces overview, or the
     # same table as "Training runs" under a GenAI sidebar of traces, judges and evaluation runs).
     assert re.search(r"<h2[^>]*>Runs</h2>", dom) and 'data-testid="sort-header-Run Name"' in dom
