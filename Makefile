@@ -27,5 +27,17 @@ bench: $(BIN)/weightmom
 	$(BIN)/python benchmarks/pruner_overhead.py
 	$(BIN)/python benchmarks/sweep_overhead.py
 
+# The demo sweep in the MLflow UI. The server stays in the foreground (Ctrl-C stops it); a watcher in the
+# background prints the experiment's URL once the server answers (MLflow takes a few seconds to start).
+MLFLOW_PORT ?= 5000
 mlflow-ui: $(BIN)/weightmom
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///runs/demo/mlflow.db --port 5000
+	@test -f runs/demo/sweep.json || { echo "runs/demo holds no sweep yet: run make demo first" >&2; exit 2; }
+	@page=$$($(BIN)/python -c 'from sweeps.mlflow_ui import sweep_runs_page; print(sweep_runs_page("runs/demo"))'); \
+	url="http://127.0.0.1:$(MLFLOW_PORT)$$page"; \
+	( for attempt in $$(seq 120); do \
+	    kill -0 $$$$ 2>/dev/null || exit 0; \
+	    if $(BIN)/python -c "import urllib.request as r; r.urlopen('http://127.0.0.1:$(MLFLOW_PORT)/health', timeout=2)" \
+	        2>/dev/null; then echo; echo "MLflow UI: $$url  (Ctrl-C stops it)"; exit 0; fi; \
+	    sleep 1; \
+	  done ) & \
+	exec $(BIN)/mlflow ui --backend-store-uri sqlite:///runs/demo/mlflow.db --port $(MLFLOW_PORT)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from sweeps.results import MODEL_FILE
+from sweeps.results import MODEL_FILE, config_key
 from weightmom.config import TrainConfig, build, merge
 from weightmom.errors import UsageError, require
 from weightmom.files import atomic_write
@@ -56,7 +56,7 @@ def train_config_of(row: dict) -> TrainConfig:
     values: dict = {}
     for key, value in row.items():
         if key.startswith("config.") and value is not None:
-            merge(values, key.removeprefix("config."), value)
+            merge(values, config_key(key.removeprefix("config.")), value)
     return build(TrainConfig, values)
 
 
@@ -66,9 +66,9 @@ def describe(row: dict) -> str:
             f"density {row['density']:.4f}")
 
 
-def retrain_command(config_path: str | Path) -> str:
+def retrain_command(config_path: str | Path, program: str = "weightmom") -> str:
     """The production step: the chosen config again, on all the training data (no validation split)."""
-    return f"weightmom train --config {config_path} --set val_fraction=0"
+    return f"{program} train --config {config_path} --set val_fraction=0"
 
 
 def write_config(path: str | Path, config: TrainConfig, row: dict) -> None:

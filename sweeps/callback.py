@@ -2,7 +2,9 @@
 
 Runs on the driver, so workers need neither MLflow access nor shared disk for
 results. Per trial: one MLflow child run (params = resolved config, per-epoch
-metrics in batches, final metrics and status), one row in trials.parquet.
+metrics in batches, state and status at the end), one row in trials.parquet.
+A metric's last value is the trial's result (the runs table shows it), so no
+`final_*` copies are logged.
 After every finished trial: the Pareto front, its plots and table, logged on
 the parent run. Everything it keeps across a driver crash lives in files or in
 MLflow itself, so `--resume` re-attaches instead of duplicating.
@@ -22,8 +24,9 @@ from ray.tune import Callback
 from sweeps import pareto, plots
 from sweeps.mlflow_client import ResilientClient
 from sweeps.requeue import identity, trial_params
-from sweeps.results import ResultsTable, write_rows
+from sweeps.results import ResultsTable, recorded_name, write_rows
 from sweeps.space import SearchSpace
+from sweeps.study_plots import study_plots
 from weightmom.training import REPORTED_METRICS
 
 log = logging.getLogger(__name__)
@@ -31,6 +34,9 @@ log = logging.getLogger(__name__)
 EPOCH_METRICS = REPORTED_METRICS   # logged every epoch: val and test side by side
 # Table columns, not MLflow metrics: where a trial ran, and what its accuracy's chance level is.
 PLACEMENT = ("node_id", "cuda_visible_devices", "resumed_from_epoch", "num_classes")
+# MLflow run status per trial state: a trial stopped early by the scheduler did what it was asked,
+# so its run is FINISHED (with the tag state=PRUNED), not KILLED; only an errored trial FAILED.
+RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAILED": "FAILED"}
 FLUSH_EVERY = 30   # buffered metric values per trial before a log_batch request
 FINAL_WAIT_S = 60.0    # at the end, how long to wait for an unreachable tracking server
 PLOTS_EVERY_S = 30.0   # plots cost the driver a second of CPU that trials on the same machine want
@@ -142,14 +148,13 @@ class SweepRecorder(Callback):
             history = self.mlflow.retry(client.get_metric_history, run_id, "test_accuracy") or []
             self._logged_epoch[_id(trial)] = max((m.step for m in history), default=0)
         else:
-            run = self.mlflow.retry(client.create_run, self.experiment_id, run_name=f"trial {_id(trial)}",
+            run = self.mlflow.retry(client.create_run, self.experiment_id, run_name=run_name(_id(trial)),
                                     tags={"mlflow.parentRunId": self.parent_run_id, "trial_id": _id(trial),
                                           "sweep": self.space.name})
             if run is None:
                 return None
             run_id = run.info.run_id
-            resolved = self.space.train_config(trial_params(trial.config))
-            self.mlflow.log_batch(run_id, params=flatten("", dataclasses.asdict(resolved)))
+            self.mlflow.log_batch(run_id, params=run_params(self.space, trial_params(trial.config)))
         self._runs[_id(trial)] = run_id
         return run_id
 
@@ -168,7 +173,7 @@ class SweepRecorder(Callback):
         last = trial.last_result or {}
         row = {
             "trial_id": _id(trial), "state": state,
-            **{f"config.{k}": v for k, v in flatten("", trial_params(trial.config)).items()},
+            **{f"config.{recorded_name(k)}": v for k, v in flatten("", trial_params(trial.config)).items()},
             **{k: last.get(k) for k in EPOCH_METRICS},
             "epochs": last.get("epoch"), "train_seconds": last.get("time_total_s"),
             **{k: last.get(k) for k in PLACEMENT},
@@ -183,10 +188,11 @@ class SweepRecorder(Callback):
         self._refresh_front()
 
     def _log_final(self, trial, run_id: str, state: str, error: str | None) -> None:
-        last = trial.last_result or {}
-        finals = [(f"final_{k}", float(last[k]), int(time.time() * 1000), 0) for k in EPOCH_METRICS if k in last]
-        self.mlflow.log_batch(run_id, metrics=finals, tags={"state": state, **({"error": error} if error else {})})
-        self.mlflow.set_terminated(run_id, {"COMPLETE": "FINISHED", "PRUNED": "KILLED"}.get(state, "FAILED"))
+        tags = {"state": state, **({"error": error} if error else {})}
+        if state == "PRUNED":
+            tags["mlflow.runName"] = run_name(_id(trial), stopped_early=True)
+        self.mlflow.log_batch(run_id, tags=tags)
+        self.mlflow.set_terminated(run_id, RUN_STATUS[state])
 
     def _log_unlogged(self) -> None:
         """Create the runs that an unreachable server refused earlier, with all their metrics."""
@@ -226,7 +232,7 @@ class SweepRecorder(Callback):
             paths = [folder / "pareto_front.png", folder / "pareto_front.html"]
         try:
             study = optuna.load_study(study_name=self.space.name, storage=self.optuna_storage)
-            paths += plots.study_plots(study, metrics, folder)
+            paths += study_plots(study, metrics, folder)
         except Exception as err:  # plots are a view; a sweep must not die for them
             log.warning("study plots skipped: %s", err)
         paths += [folder / "front.txt"]
@@ -241,13 +247,22 @@ def _id(trial) -> str:
     return identity(trial.trial_id, trial.config)
 
 
+def run_name(trial_id: str, stopped_early: bool = False) -> str:
+    return f"trial {trial_id}" + (" (stopped early)" if stopped_early else "")
+
+
+def run_params(space: SearchSpace, config: dict) -> dict:
+    """The child run's params: the fully resolved TrainConfig, the density asked for as `target_density`."""
+    resolved = space.train_config(config)
+    resolved = dataclasses.replace(resolved, density=resolved.target_density)
+    return {recorded_name(k): v for k, v in flatten("", dataclasses.asdict(resolved)).items()}
+
+
 def front_columns(space: SearchSpace) -> list[str]:
-    """What a reader of the front wants: the objectives (each val_* with its test_* twin beside it, so the
-    optimism of choosing is visible), then the searched parameters."""
-    shown = []
-    for metric in space.metrics:
-        shown += [metric, f"test_{metric.removeprefix('val_')}"] if metric.startswith("val_") else [metric]
-    return ["trial_id", *shown, *[f"config.{name}" for name in space.params]]
+    """What a reader of the front wants: the objectives (each val_* with its test_* twin), then the searched
+    parameters."""
+    return ["trial_id", *pareto.shown_metrics(space.metrics),
+            *[f"config.{recorded_name(name)}" for name in space.params]]
 
 
 def _error_message(trial) -> str:

@@ -6,6 +6,8 @@ Only argparse at import time: Ray, Optuna and MLflow load when a command runs.
 from __future__ import annotations
 
 import argparse
+import math
+import shlex
 import sys
 from pathlib import Path
 
@@ -68,15 +70,44 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     settled = sum(counts.values())
     print(f"\n{settled} of {budget} trials settled: " + ", ".join(f"{n} {s.lower()}" for s, n in counts.items()))
     print_front(out)
-    uri = f"sqlite:///{(out / 'mlflow.db').resolve()}" if args.tracking_uri is None else args.tracking_uri
-    print(f"\nResults: {out}/trials.parquet, {out}/pareto.parquet, plots in {out}/plots/")
-    print(f"MLflow UI: mlflow ui --backend-store-uri {uri}" if args.tracking_uri is None else f"MLflow: {uri}")
-    print(f"Best config: weightmom best {out} --max-density 0.1 --out best.yaml --export best.pt")
+    print("\n" + "\n".join(next_steps(out, args.tracking_uri)))
     if settled < budget:   # the count is the contract: a short sweep is not a success
         print(f"weightmom: only {settled} of {budget} trials settled, {budget - settled} missing; "
               f"`weightmom sweep {args.space} --out {out} --resume` continues the sweep", file=sys.stderr)
         return 1
     return 0
+
+
+def next_steps(out: Path, tracking_uri: str | None, port: int = 5000) -> list[str]:
+    """Where the results are and the commands to look at them, runnable as printed from the working directory."""
+    from sweeps.mlflow_ui import sweep_runs_page
+    from sweeps.results import read_table
+
+    page = sweep_runs_page(out)
+    lines = [f"Results: {out}/trials.parquet, {out}/pareto.parquet, plots in {out}/plots/"]
+    if tracking_uri is None:
+        store = shlex.quote(f"sqlite:///{out / 'mlflow.db'}")
+        lines += [f"MLflow UI: {_tool('mlflow')} ui --backend-store-uri {store} --port {port}",
+                  f"  then open http://127.0.0.1:{port}{page} (the front: parent run -> Artifacts -> pareto/)"]
+    else:
+        lines += [f"MLflow: {tracking_uri.rstrip('/')}{page}"]
+    front = read_table(out / "pareto.parquet") if (out / "pareto.parquet").exists() else []
+    densities = sorted(r["density"] for r in front if r.get("density") is not None)
+    cap = math.ceil(densities[(len(densities) - 1) // 2] * 100) / 100 if densities else 0.1  # the front's middle
+    lines += [f"Best config: {_tool('weightmom')} best {shlex.quote(str(out))} --max-density {cap:g} "
+              f"--out {shlex.quote(str(out / 'best.yaml'))} --export {shlex.quote(str(out / 'best.pt'))}"]
+    return lines
+
+
+def _tool(name: str) -> str:
+    """This environment's `name` script, relative to the working directory when inside it (.venv/bin/mlflow)."""
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        return name
+    try:
+        return shlex.quote(str(path.relative_to(Path.cwd())))
+    except ValueError:
+        return shlex.quote(str(path))
 
 
 def print_front(out: Path) -> None:
@@ -133,8 +164,8 @@ def run_best_command(args: argparse.Namespace) -> int:
     write_config(args.out, config, row)
     print(f"trial {row['trial_id']}: {describe(row)}")
     print(f"config -> {args.out}" + (f", pruned model -> {args.export}" if args.export else ""))
-    print(f"reproduce the trial:             weightmom train --config {args.out}")
-    print(f"retrain on all the training data: {retrain_command(args.out)}")
+    print(f"reproduce the trial:             {_tool('weightmom')} train --config {shlex.quote(args.out)}")
+    print(f"retrain on all the training data: {retrain_command(shlex.quote(args.out), _tool('weightmom'))}")
     return 0
 
 

@@ -191,6 +191,15 @@ def front_rows(rows: Sequence[dict], metrics: Sequence[str], modes: Sequence[str
     return sorted(front, key=lambda row: tuple(float(row[m]) * s for m, s in zip(metrics, signs)))
 
 
+def shown_metrics(metrics: Sequence[str]) -> list[str]:
+    """The objectives as a reader of the front sees them: each val_* with its test_* twin beside it, so the
+    optimism of choosing is visible."""
+    shown = []
+    for metric in metrics:
+        shown += [metric, f"test_{metric.removeprefix('val_')}"] if metric.startswith("val_") else [metric]
+    return shown
+
+
 def _cell(value: object) -> str:
     if value is None:
         return "-"

@@ -21,6 +21,9 @@ from weightmom.errors import UsageError, require
 from weightmom.files import atomic_write
 
 MODEL_FILE = "model.pt"   # in a trial's checkpoint folder: the sparse pruned model (checkpoint_path column)
+# One name per concept, in MLflow and in the tables: a metric keeps its plain name (`density` is the density a
+# trial reached); a config key that would share that name is recorded as what was asked for.
+_RECORDED_NAMES = {"density": "target_density"}
 
 _ENCODING = b"weightmom.encoding"
 _JSON = b"json"
@@ -52,6 +55,16 @@ class ResultsTable:
 
     def __len__(self) -> int:
         return len(self._rows)
+
+
+def recorded_name(config_key: str) -> str:
+    """A TrainConfig key (`density`, `pruner.window`) as MLflow params and config.* columns name it."""
+    return _RECORDED_NAMES.get(config_key, config_key)
+
+
+def config_key(recorded: str) -> str:
+    """The TrainConfig key behind a recorded name: the inverse of recorded_name."""
+    return next((key for key, name in _RECORDED_NAMES.items() if name == recorded), recorded)
 
 
 def _key(row: dict) -> str:

@@ -27,7 +27,8 @@ from sweeps import ray_session, recovery
 from sweeps.callback import SweepRecorder
 from sweeps.code_dir import runtime_env
 from sweeps.mlflow_client import ResilientClient, check_reachable, default_tracking_uri
-from sweeps.results import ResultsTable
+from sweeps.mlflow_ui import ensure_experiment
+from sweeps.results import ResultsTable, recorded_name
 from sweeps.samplers import make_sampler
 from sweeps.searcher import BudgetAwareOptunaSearch
 from sweeps.space import SearchSpace
@@ -116,18 +117,15 @@ def start_records(plan: Plan, options: SweepOptions) -> SweepState:
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name(space.name)
-    if experiment is None:
-        artifacts = (out.resolve() / "mlartifacts").as_uri() if options.tracking_uri is None else None
-        experiment_id = client.create_experiment(space.name, artifact_location=artifacts)
-    else:
-        experiment_id = experiment.experiment_id
+    artifacts = (out.resolve() / "mlartifacts").as_uri() if options.tracking_uri is None else None
+    experiment_id = ensure_experiment(client, space, artifacts)
     parent = client.create_run(experiment_id, run_name=f"{space.name} sweep ({out.name})",
                                tags={"sweep_dir": str(out.resolve()), "space_file": str(space.path)})
     client.log_batch(parent.info.run_id, params=_params({
         "space": space.name, "sampler": space.sampler, "trials": space.trials, "concurrency": space.concurrency,
         "objectives": ", ".join(f"{o.metric} {o.mode}" for o in space.objectives), "storage": plan.storage,
-        "early_stopping": space.early_stopping.enabled, **{f"fixed.{k}": v for k, v in space.fixed.items()}}))
+        "early_stopping": space.early_stopping.enabled,
+        **{f"fixed.{recorded_name(k)}": v for k, v in space.fixed.items()}}))
     client.log_artifact(parent.info.run_id, str(space.path), "space")
     state = SweepState(space.name, uri, experiment_id, parent.info.run_id, f"sqlite:///{out.resolve() / 'optuna.db'}",
                        plan.storage, f"{space.name}-{parent.info.run_id[:8]}", space.trials, space.concurrency,

@@ -190,8 +190,8 @@ def accuracy_plot(table: Sequence[Cell], metric: str, path: Path) -> None:
 
 
 def long_rows(tables: dict[str, list[Cell]], by: Sequence[str]) -> list[dict]:
-    """table.parquet: one row per (metric, method, density, --by values)."""
-    return [{"metric": metric, "method": c.method, "density": c.density, **dict(zip(by, c.by)),
+    """table.parquet: one row per (metric, method, target density, --by values)."""
+    return [{"metric": metric, "method": c.method, "target_density": c.density, **dict(zip(by, c.by)),
              "mean": c.mean, "std": c.std, "n": c.n, "seeds": sorted(c.values)}
             for metric, table in tables.items() for c in table]
 

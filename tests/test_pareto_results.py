@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import math
+import re
 
 import numpy as np
 import optuna
@@ -10,8 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from sweeps.pareto import default_reference, format_table, front_rows, hypervolume, pareto_mask
-from sweeps.plots import front_html, front_png, study_plots
+from sweeps.plots import front_html, front_png, log_ticks
 from sweeps.results import ResultsTable, read_table, write_rows
+from sweeps.study_plots import study_plots
 from weightmom.errors import UsageError
 
 METRICS = ["test_accuracy", "density"]
@@ -273,14 +276,30 @@ def test_front_png_without_complete_trials(tmp_path):
     assert path.read_bytes().startswith(b"\x89PNG")
 
 
-def test_front_html_has_hover_data(tmp_path):
+def test_front_html_is_small_self_contained_svg_with_a_tooltip_per_trial(tmp_path):
     rows = _sweep_rows()
     rows[0]["config.method"] = "magnitude_xyz"
     path = tmp_path / "front.html"
-    front_html(rows, front_rows(rows, METRICS, MODES), METRICS, MODES, path)
+    front = front_rows(rows, METRICS, MODES)
+    front_html(rows, front, METRICS, MODES, path)
     text = path.read_text()
-    assert "trial_0000" in text and "config.method: magnitude_xyz" in text
-    assert '<script src="https://cdn' not in text and len(text) > 1_000_000  # plotly.js embedded
+    # No script and no outside file: MLflow's artifact viewer (a sandboxed blob: iframe) shows it at once.
+    assert "<script" not in text and "src=" not in text and path.stat().st_size < 200_000
+    tooltips = re.findall(r'<g id="tip\d+"><title>([^<]*)</title>', text)
+    assert len(tooltips) == 12  # every COMPLETE and PRUNED trial, none for the FAILED one
+    assert any(t.startswith("trial trial_0000 (complete)") and "method: magnitude_xyz" in t for t in tooltips)
+    assert "<h3>The front</h3>" in text and all(f"<td>{r['trial_id']}</td>" in text for r in front)
+    # Log-density ticks read as values, not as mantissas ("3 4 5 ... 0.1 2").
+    labels = re.findall(r"<text[^>]*>([^<]*)</text>", text)
+    assert {"0.02", "0.05", "0.1", "0.2", "0.5"} <= set(labels)
+
+
+def test_log_ticks_are_one_two_five_unless_the_range_is_narrow():
+    assert log_ticks(0.015, 0.35) == [0.02, 0.05, 0.1, 0.2]
+    assert log_ticks(0.035, 0.15) == [0.05, 0.1]
+    assert log_ticks(0.041, 0.099) == [0.05, 0.06, 0.07, 0.08, 0.09]
+    with pytest.raises(UsageError):
+        log_ticks(0.0, 1.0)
 
 
 def _study(n_trials: int) -> optuna.Study:
@@ -297,11 +316,18 @@ def _study(n_trials: int) -> optuna.Study:
     return study
 
 
-def test_study_plots_writes_both_files(tmp_path):
+def test_study_plots_are_small_pages_that_name_the_objective_and_every_axis(tmp_path):
     paths = study_plots(_study(8), METRICS, tmp_path / "plots")
     assert [p.name for p in paths] == ["param_importances.html", "parallel_coordinates.html"]
+    importance, parallel = (p.read_text() for p in paths)
     for path in paths:
-        assert path.stat().st_size > 1000 and "test_accuracy" in path.read_text()
+        assert 1000 < path.stat().st_size < 200_000 and "<script" not in path.read_text()
+    assert "Hyperparameter importance for test_accuracy (higher is better)" in importance
+    labels = [html.unescape(t).replace("\n", "") for t in re.findall(r"<text[^>]*>([^<]*)</text>", parallel)]
+    # Full labels, the requested density under its recorded name, and no "None" though `window` is conditional.
+    assert {"test_accuracy", "density", "method", "lr", "window", "target_density"} <= set(labels)
+    assert "None" not in labels and "None" not in parallel
+    assert len(re.findall(r'<g id="tip\d+"><title>trial #', parallel)) == 8   # one hoverable line per trial
 
 
 def test_study_plots_with_too_few_trials_skips(tmp_path):

@@ -19,7 +19,7 @@ from weightmom.errors import UsageError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-SHIPPED = ["baselines", "cifar10-resnet56", "cifar10-vgg16", "cifar100-resnet50", "digits-quick"]
+SHIPPED = ["baselines", "cifar10-mini-table", "cifar10-resnet56", "cifar10-vgg16", "cifar100-resnet50", "digits-quick"]
 
 # A small valid space; each bad-space test breaks one thing in a copy of it.
 BASE = {
@@ -166,9 +166,11 @@ def test_train_config_nests_pruner_keys_and_rejects_foreign_ones():
 
 def test_baselines_is_the_full_table():
     space = load_space("baselines")
-    cells = {(p["method"], p["density"]) for p in space.start_points}
-    assert cells == {(m, d) for m in ("gmp", "snip", "gsm", "random") for d in (0.1, 0.05, 0.02)}
-    assert space.trials == 12 and not space.early_stopping.enabled
+    cells = {(p["method"], p.get("density"), p["seed"]) for p in space.start_points}
+    methods = ("weightmom", "gmp", "snip", "gsm", "random", "n2nskip")
+    assert cells == {("dense", None, s) for s in range(3)} | {
+        (m, d, s) for m in methods for d in (0.1, 0.05, 0.02) for s in range(3)}
+    assert space.sampler == "grid" and space.trials == 57 and not space.early_stopping.enabled
     assert space.fixed["model"] == "vgg16" and space.resources.gpu == 1
 
 

@@ -63,9 +63,9 @@ def test_budget_aware_search_reports_pruned_and_failed_truthfully(tmp_path: Path
                                        study_name="unit", budget=space.epochs)
     for trial_id in ("stopped", "finished", "crashed"):
         assert searcher.suggest(trial_id) is not None
-    searcher.on_trial_complete("stopped", {"epoch": 3, "test_accuracy": 0.99, "density": 0.01})
-    searcher.on_trial_complete("finished", {"epoch": 6, "test_accuracy": 0.9, "density": 0.1})
-    searcher.on_trial_complete("crashed", {"epoch": 2, "test_accuracy": 0.5, "density": 0.5}, error=True)
+    searcher.on_trial_complete("stopped", {"epoch": 3, "val_accuracy": 0.99, "density": 0.01})
+    searcher.on_trial_complete("finished", {"epoch": 6, "val_accuracy": 0.9, "density": 0.1})
+    searcher.on_trial_complete("crashed", {"epoch": 2, "val_accuracy": 0.5, "density": 0.5}, error=True)
     study = optuna.load_study(study_name="unit", storage=f"sqlite:///{tmp_path / 'o.db'}")
     assert [t.state.name for t in study.trials] == ["PRUNED", "COMPLETE", "FAIL"]
     assert study.trials[1].values == [0.9, 0.1] and study.trials[0].values is None
@@ -93,6 +93,9 @@ def test_sweep_logs_to_a_real_mlflow_server_and_optuna_study(tmp_path: Path, mlf
     # MLflow, read back through the client: a parent run with the plots, one child run per trial.
     client = MlflowClient(mlflow_server.uri)
     state = load_state(out)
+    experiment = client.get_experiment(state.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+    assert "pareto/" in experiment.tags["mlflow.note.content"]
     parent = client.get_run(state.parent_run_id)
     assert parent.info.status == "FINISHED" and parent.data.metrics["trials_finished"] == 6
     artifacts = {a.path for a in client.list_artifacts(state.parent_run_id, "pareto")}
@@ -102,9 +105,18 @@ def test_sweep_logs_to_a_real_mlflow_server_and_optuna_study(tmp_path: Path, mlf
     for run in children:
         trial_id = run.data.tags["trial_id"]
         assert run.info.run_id == next(r["mlflow_run_id"] for r in rows if r["trial_id"] == trial_id)
-        assert run.data.tags["state"] == states[trial_id]
-        assert run.info.status == ("FINISHED" if states[trial_id] == "COMPLETE" else "KILLED")
+        row = next(r for r in rows if r["trial_id"] == trial_id)
+        # Stopped early is not a failure: FINISHED, with the state in a tag and in the run's name.
+        assert run.data.tags["state"] == states[trial_id] and run.info.status == "FINISHED"
+        assert run.info.run_name.endswith("(stopped early)") == (states[trial_id] == "PRUNED")
         assert run.data.params["model"] == "lenet300" and run.data.params["pruner.prune_end"] == "3"
+        # One name per concept: the density asked for is a param, the density reached a metric.
+        assert float(run.data.params["target_density"]) == row["config.target_density"]
+        assert "density" not in run.data.params and "config.density" not in row
+        assert not [name for name in run.data.metrics if name.startswith("final_")]
+        assert run.data.metrics["density"] == row["density"]   # the last value is the trial's result
+        assert run.data.metrics["val_accuracy"] == row["val_accuracy"]
+        assert run.data.metrics["test_accuracy"] == row["test_accuracy"]
         history = client.get_metric_history(run.info.run_id, "test_accuracy")
         epochs = 6 if states[trial_id] == "COMPLETE" else 3
         assert [m.step for m in history] == list(range(1, epochs + 1))
@@ -278,11 +290,11 @@ def test_grid_sweep_runs_every_combination_once_and_tabulates(tmp_path: Path, lo
                    "seed": {"type": "categorical", "choices": [0, 1]}}}, sort_keys=False))
     assert main(["sweep", str(space), "--out", str(out), "--verbose", "0"]) == 0
     rows = read_table(out / "trials.parquet")
-    combos = sorted((r["config.method"], r.get("config.density"), r["config.seed"]) for r in rows)
+    combos = sorted((r["config.method"], r.get("config.target_density"), r["config.seed"]) for r in rows)
     expected = sorted([("dense", None, s) for s in (0, 1)] +
                       [(m, d, s) for m in ("gmp", "weightmom") for d in (0.1, 0.05) for s in (0, 1)])
     assert combos == expected and all(r["state"] == "COMPLETE" for r in rows)
-    assert all(abs(r["density"] - (r.get("config.density") or 1.0)) < 1e-3 for r in rows)
+    assert all(abs(r["density"] - (r.get("config.target_density") or 1.0)) < 1e-3 for r in rows)
 
     # `weightmom table`: every method row, both density columns, n = 2 in each cell, files and MLflow artifacts.
     capsys.readouterr()
@@ -297,7 +309,7 @@ def test_grid_sweep_runs_every_combination_once_and_tabulates(tmp_path: Path, lo
     assert {"table.md", "table.parquet"} <= {p.name for p in out.iterdir()}
     assert (out / "plots" / "accuracy_vs_density.png").stat().st_size > 10_000
     long = read_table(out / "table.parquet")
-    assert {(r["method"], r["density"], r["n"]) for r in long if r["metric"] == "test_accuracy"} == {
+    assert {(r["method"], r["target_density"], r["n"]) for r in long if r["metric"] == "test_accuracy"} == {
         ("dense", 1.0, 2), *((m, d, 2) for m in ("gmp", "weightmom") for d in (0.1, 0.05))}
     state = load_state(out)
     artifacts = {a.path for a in MlflowClient(state.tracking_uri).list_artifacts(state.parent_run_id, "table")}
