@@ -24,6 +24,17 @@ def cifar_mini() -> Path:
     return CIFAR_MINI
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """For modules of tiny tensors: intra-op threads only contend (30x slower on a busy 2-core machine)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # -- a real MLflow tracking server on 127.0.0.1, in its own process group ------------------
 
 

@@ -32,12 +32,7 @@ SKIPS_PER_MODEL = {"lenet300": 1, "digits_cnn": 2, "resnet20": 18, "resnet56": 5
                    "resnet50": 48}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def mlp() -> nn.Sequential:

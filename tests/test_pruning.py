@@ -49,13 +49,7 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 # -- a tiny model, random data and a mini training loop ---------------------------------------------
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The tensors here are tiny: intra-op threads only contend (30x slower on a busy 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_cnn(batchnorm: bool = False) -> nn.Sequential:
