@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from sweeps import ray_session
 from sweeps.ray_session import psutil
-from sweeps.results import read_table
+from sweeps.results import read_table, recorded_name
 from sweeps.runner import load_state
 from sweeps.searcher import RAY_TRIAL_ID
 from tests.test_sweeps import child_runs, write_space
@@ -109,7 +109,8 @@ def test_torn_snapshot_resume_settles_every_trial_once(tmp_path: Path, mlflow_se
     rows = read_table(out / "trials.parquet")
     assert len(rows) == trials and len({r["trial_id"] for r in rows}) == trials
     assert all(r["state"] in ("COMPLETE", "PRUNED", "FAILED") for r in rows)
-    assert len({(r["config.method"], r["config.density"], r["config.lr"]) for r in rows}) == trials  # no config twice
+    configs = {(r["config.method"], r["config.target_density"], r["config.lr"]) for r in rows}
+    assert len(configs) == trials  # no config twice
     # The interrupted trials ran again with their own params, under their own id, from their checkpoint.
     study = study_of(out, "torn")
     assert len(study.trials) == trials and not [t for t in study.trials if t.state.name == "RUNNING"]
@@ -117,7 +118,7 @@ def test_torn_snapshot_resume_settles_every_trial_once(tmp_path: Path, mlflow_se
         after = study.trials[number]
         assert after.params == before.params and after.state.name in ("COMPLETE", "PRUNED")
         row = next(r for r in rows if r["trial_id"] == before.user_attrs[RAY_TRIAL_ID])
-        assert all(row[f"config.{k}"] == v for k, v in before.params.items())
+        assert all(row[f"config.{recorded_name(k)}"] == v for k, v in before.params.items())
         assert row["resumed_from_epoch"] == expected_start[row["trial_id"]]
     children = child_runs(client, out)
     assert sorted(r.data.tags["trial_id"] for r in children) == sorted(r["trial_id"] for r in rows)
