@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +33,8 @@ from torch.nn.utils import prune
 from weightmom.config import TrainConfig
 from weightmom.data import iterate_batches, load_dataset
 from weightmom.models import create_model
-from weightmom.pruning import Pruner, TrainingContext, create_pruner, pruner_config
+from weightmom.pruning import TrainingContext, create_pruner, pruner_config
+from weightmom.trainer import Trainer
 from weightmom.training import lr_multiplier, make_optimizer, resolve_device
 
 VARIANTS = ("dense", "weightmom", "gmp", "gsm", "torch-prune")
@@ -43,13 +45,25 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 
 @dataclass
 class Run:
-    """One variant's model, optimizer and pruner; they persist across rounds like one training run."""
+    """One variant's trainer (model, optimizer, pruner); it persists across rounds like one training run."""
 
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LRScheduler
-    pruner: Pruner
+    trainer: Trainer
     masks: list[torch.Tensor]  # what the density column counts
+    hooks: float = 0.0         # seconds spent in pruner.before_step/after_step so far
+
+
+def time_hooks(run: Run) -> None:
+    """Wrap the pruner's per-step hooks so that the time inside them adds up in `run.hooks`."""
+    def timed(hook: Callable[[], None]) -> Callable[[], None]:
+        def hook_timed() -> None:
+            start = time.perf_counter()
+            hook()
+            run.hooks += time.perf_counter() - start
+        return hook_timed
+
+    pruner = run.trainer.pruner
+    for name in ("before_step", "after_step"):   # instance attributes: Trainer.step calls these
+        setattr(pruner, name, timed(getattr(pruner, name)))
 
 
 @dataclass
@@ -106,7 +120,11 @@ def build(variant: str, args: argparse.Namespace, sample: torch.Tensor, steps_pe
     context = TrainingContext(epochs=epochs, steps_per_epoch=steps_per_epoch, loss_fn=nn.CrossEntropyLoss(),
                               sample_input=sample[:1], batches=lambda: iter([]), seed=args.seed)
     pruner.attach(model, optimizer, context)
-    return Run(model, optimizer, scheduler, pruner, masks or [layer.mask for layer in pruner.layers])
+    # Batches come converted to channels_last already (main), so the step does not convert them.
+    run = Run(Trainer(model, optimizer, scheduler, pruner, context.loss_fn, sample.device),
+              masks or [layer.mask for layer in pruner.layers])
+    time_hooks(run)
+    return run
 
 
 def sync(device: torch.device) -> None:
@@ -115,31 +133,20 @@ def sync(device: torch.device) -> None:
 
 
 def run_epoch(run: Run, batches: list[Batch], epoch: int, warmup: int) -> Timing:
-    """One epoch of training.py's inner loop, timed after `warmup` steps, then on_epoch_end (re-masking)."""
-    device, loss_fn, hooks = batches[0][0].device, nn.CrossEntropyLoss(), 0.0
-    run.model.train()
+    """One epoch of train()'s steps (Trainer.step), timed after `warmup` steps, then on_epoch_end (re-masking)."""
+    device = batches[0][0].device
+    run.trainer.model.train()
     for i, (x, y) in enumerate(batches):
         if i == warmup:
             sync(device)
-            start, hooks = time.perf_counter(), 0.0
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            loss = loss_fn(run.model(x), y)
-        run.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        t0 = time.perf_counter()
-        run.pruner.before_step()
-        t1 = time.perf_counter()
-        run.optimizer.step()
-        t2 = time.perf_counter()
-        run.pruner.after_step()
-        hooks += t1 - t0 + time.perf_counter() - t2
-        run.scheduler.step()
+            start, run.hooks = time.perf_counter(), 0.0
+        run.trainer.step(x, y)
     sync(device)
     end = time.perf_counter()
-    run.pruner.on_epoch_end(epoch)
+    run.trainer.pruner.on_epoch_end(epoch)
     sync(device)
     steps = len(batches) - warmup
-    return Timing((end - start) / steps, hooks / steps, time.perf_counter() - end)
+    return Timing((end - start) / steps, run.hooks / steps, time.perf_counter() - end)
 
 
 def density(run: Run) -> float:

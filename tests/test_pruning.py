@@ -1,9 +1,9 @@
 """Tests for weightmom.pruning (docs: shared/docs/method.md).
 
-One contract class runs every method in METHODS through a hand-written mini
-training loop (prepare before the optimizer is built, then backward ->
-before_step -> optimizer.step -> after_step, then on_epoch_end with 1-based
-epochs, as weightmom.training does) on a tiny CNN,
+One contract class runs every method in METHODS through a mini training run
+(prepare before the optimizer is built, then weightmom.trainer.Trainer's step,
+the one weightmom.training uses: backward -> before_step -> optimizer.step ->
+after_step, then on_epoch_end with 1-based epochs) on a tiny CNN,
 with SGD (Nesterov momentum) and with Adam. The pieces that decide *when*
 (CubicSchedule), *where* (allocation) and *which* (select_survivors) are then
 tested on their own, followed by what is specific to each method and the
@@ -35,6 +35,7 @@ from weightmom.pruning import (
 )
 from weightmom.pruning.allocation import allocate, erk_scores, global_keep_counts, importance_scores, water_fill
 from weightmom.skips import skip_connections
+from weightmom.trainer import Trainer
 
 SEED = 0
 EPOCHS = 4
@@ -46,7 +47,7 @@ INF = float("inf")
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-# -- a tiny model, random data and a mini training loop ---------------------------------------------
+# -- a tiny model, random data and a mini training run ----------------------------------------------
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -88,6 +89,11 @@ def make_optimizer(model: nn.Module, name: str, overrides: dict) -> torch.optim.
     momentum = overrides.get("momentum", 0.9)
     nesterov = overrides.get("nesterov", momentum > 0)
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=5e-4)
+
+
+def make_trainer(model: nn.Module, optimizer: torch.optim.Optimizer, pruner: Pruner) -> Trainer:
+    """weightmom.training's step on the CPU, at a constant learning rate."""
+    return Trainer(model, optimizer, None, pruner, nn.CrossEntropyLoss(), torch.device("cpu"))
 
 
 def state_keys(optimizer: torch.optim.Optimizer) -> tuple[str, ...]:
@@ -142,18 +148,14 @@ def train(method: str, density: float, optimizer: str = "sgd", options: dict | N
     opt = make_optimizer(model, optimizer, pruner.optimizer_overrides())
     param_ids = [id(p) for p in model.parameters()]
     pruner.attach(model, opt, context)
-    loss_fn = nn.CrossEntropyLoss()
+    trainer = make_trainer(model, opt, pruner)
     found: list[str] = []
     checked = 0
 
     def step(x: torch.Tensor, y: torch.Tensor, where: str) -> None:
         nonlocal checked
         masked = has_dead_weights(pruner)
-        opt.zero_grad(set_to_none=True)
-        loss_fn(model(x), y).backward()
-        pruner.before_step()
-        opt.step()
-        pruner.after_step()
+        trainer.step(x, y)
         if masked:  # a mask was set before this step: nothing may have regrown through it
             checked += 1
             found.extend(f"{where}: {leak}" for leak in leaks(model, pruner, opt))
@@ -553,13 +555,9 @@ def test_weightmom_momentum_is_an_ema_of_magnitudes(options: dict, beta: float) 
     assert pruner.config.beta == pytest.approx(beta)
     pointers = [m.data_ptr() for m in pruner.momentum]
     expected = None
-    loss_fn = nn.CrossEntropyLoss()
+    trainer = make_trainer(model, optimizer, pruner)
     for x, y in batches * 2:   # 8 steps, one observation each, no epoch end: nothing is pruned
-        optimizer.zero_grad()
-        loss_fn(model(x), y).backward()
-        pruner.before_step()
-        optimizer.step()
-        pruner.after_step()
+        trainer.step(x, y)
         magnitudes = [w.detach().abs().double() for w in prunable_weights(model)]
         expected = magnitudes if expected is None else [beta * e + (1 - beta) * m
                                                         for e, m in zip(expected, magnitudes)]
@@ -597,16 +595,10 @@ def test_weightmom_threshold_can_make_a_layer_lag_until_prune_end() -> None:
     pruner = create_pruner("weightmom", pruner_config("weightmom", 0.02, options))
     optimizer = make_optimizer(model, "sgd", {})
     pruner.attach(model, optimizer, make_context(batches))
-    loss_fn = nn.CrossEntropyLoss()
+    trainer = make_trainer(model, optimizer, pruner)
     lagged = False
     for epoch in range(1, EPOCHS + 1):
-        for x, y in batches:
-            optimizer.zero_grad()
-            loss_fn(model(x), y).backward()
-            pruner.before_step()
-            optimizer.step()
-            pruner.after_step()
-        pruner.on_epoch_end(epoch)
+        trainer.train_epoch(batches, epoch)
         target = pruner.schedule.density_at(epoch)
         nonzero, total = nonzero_and_total(model)
         lagged = lagged or nonzero > round(target * total) + 3

@@ -2,35 +2,34 @@
 
 One `train(config)` call is one run, from a notebook, the command line or a
 sweep trial alike. `report(metrics)` is called after every epoch; a sweep
-passes its own reporting function there.
+passes its own reporting function there. The step itself is weightmom.trainer's.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from weightmom.config import TrainConfig, config_to_dict
+from weightmom.config import TrainConfig
+from weightmom.contract import REPORTED_METRICS  # noqa: F401  (what `report` gets, besides `epoch`)
 from weightmom.data import TensorDataset, iterate_batches, normalize, split_validation
 from weightmom.data_sources import Loader, as_tensor_dataset, data_loader
 from weightmom.errors import TrainingDiverged, UsageError
 from weightmom.metrics import sparsity_report
 from weightmom.models import ModelFactory, check_forward, model_source
 from weightmom.pruning import Pruner, TrainingContext, create_pruner, pruner_config
+from weightmom.trainer import Trainer, autocast
 
 Report = Callable[[dict], None]
-# What `report` gets every epoch besides `epoch`: the one list sweeps log and may optimise (val_* only
-# when the run has a validation split).
-REPORTED_METRICS = ("train_loss", "val_accuracy", "val_loss", "test_accuracy", "test_loss", "density",
-                    "compression_ratio", "lr")
 EpochEnd = Callable[[dict, "TrainResult"], None]
 
 
@@ -105,7 +104,7 @@ def evaluate(model: nn.Module, dataset: TensorDataset, batch_size: int = 1000,
     device = dataset.device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
-    with torch.no_grad(), _autocast(device):
+    with torch.no_grad(), autocast(device):
         for x, y in iterate_batches(dataset, split, batch_size, shuffle=False):
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -130,11 +129,6 @@ def evaluate_splits(model: nn.Module, dataset: TensorDataset, channels_last: boo
     return metrics
 
 
-def _autocast(device: torch.device):
-    """bf16 autocast on CUDA (tensor cores, no loss scaling needed); a no-op on CPU."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-
-
 def train(config: TrainConfig, report: Report | None = None, data: object = None,
           progress: bool | None = None, epoch_end: EpochEnd | None = None, resume: dict | None = None,
           model: nn.Module | Callable[..., nn.Module] | None = None) -> TrainResult:
@@ -146,89 +140,105 @@ def train(config: TrainConfig, report: Report | None = None, data: object = None
     `model` (an nn.Module, trained in place, or a factory) and `data` (a TensorDataset or
     `(train, test, num_classes)`, see weightmom.data_sources) replace the config's names.
     """
+    run = _setup(config, model, data)
+    first_epoch, seconds_before, last = 1, 0.0, {}
+    if resume is not None:
+        first_epoch, seconds_before, last = run.resume(resume)
+    bar = _progress_bar(run.config, first_epoch, progress)
+    start = time.perf_counter() - seconds_before
+    for epoch in bar:
+        last, sparsity = run.epoch(epoch)
+        shown = last.get("val_accuracy", last["test_accuracy"])
+        bar.set_postfix(loss=f"{last['train_loss']:.3f}", acc=f"{shown:.3f}", density=f"{sparsity['density']:.3f}")
+        if not math.isfinite(last["train_loss"]):
+            raise TrainingDiverged(f"training diverged in epoch {epoch}: train loss is {last['train_loss']}")
+        if report is not None:
+            report(dict(last))
+        if epoch_end is not None:
+            epoch_end(dict(last), run.result(last, time.perf_counter() - start, sparsity))
+    run.trainer.pruner.on_train_end()
+    return run.result(last, time.perf_counter() - start)
+
+
+@dataclass
+class _Run:
+    """One run, set up: the trainer, the data it steps through, and what its results are made of."""
+
+    config: TrainConfig          # as resolved by _sources: names what the run really uses
+    dataset: TensorDataset
+    trainer: Trainer
+    shuffle: torch.Generator     # the order of the train batches, part of the resumable state
+
+    def epoch(self, epoch: int) -> tuple[dict, dict]:
+        """Train epoch `epoch` and measure it: the metrics `report` gets, and the sparsity report."""
+        trainer = self.trainer
+        batches = iterate_batches(self.dataset, "train", self.config.batch_size, shuffle=True, generator=self.shuffle)
+        train_loss = trainer.train_epoch(batches, epoch)
+        sparsity = sparsity_report(trainer.model)
+        metrics = {
+            "epoch": epoch, "train_loss": train_loss,
+            **evaluate_splits(trainer.model, self.dataset, trainer.channels_last),
+            "density": sparsity["density"], "compression_ratio": sparsity["compression_ratio"],
+            "lr": trainer.optimizer.param_groups[0]["lr"],
+        }
+        return metrics, sparsity
+
+    def state(self, last_epoch: dict, seconds: float) -> dict:
+        """What `train(..., resume=state)` continues from (the model's tensors are live, not copies)."""
+        return {"epoch": last_epoch["epoch"], "metrics": last_epoch, "seconds": seconds,
+                **self.trainer.state_dict(), "shuffle": self.shuffle.get_state(), "torch_rng": torch.get_rng_state()}
+
+    def resume(self, state: dict) -> tuple[int, float, dict]:
+        """Load a saved `state`; returns the first epoch still to train, the seconds spent, the last metrics."""
+        self.trainer.load_state_dict(state)
+        self.shuffle.set_state(state["shuffle"])
+        torch.set_rng_state(state["torch_rng"])
+        return state["epoch"] + 1, state["seconds"], state["metrics"]
+
+    def result(self, last_epoch: dict, seconds: float, sparsity: dict | None = None) -> TrainResult:
+        trainer, dataset = self.trainer, self.dataset
+        metrics = _final_metrics(self.config, dataset, trainer.model, trainer.pruner, last_epoch, seconds, sparsity)
+        return TrainResult(metrics, trainer.model, trainer.pruner, dataset.input_shape, dataset.num_classes,
+                           functools.partial(self.state, last_epoch, seconds), dataset.class_names)
+
+
+def _setup(config: TrainConfig, model: object, data: object) -> _Run:
+    """Seed, data, pruner, model, optimizer, in this order: the runs' bit-reproducibility depends on it."""
     device = resolve_device(config.device)
     config, build_model, load = _sources(config, model, data)
     torch.manual_seed(config.seed)
     dataset = split_validation(load().to(device), config.val_fraction, config.split_seed)
-    steps_per_epoch = math.ceil(dataset.train_labels.numel() / config.batch_size)
-
-    density = config.target_density
-    pruner = create_pruner(config.method, pruner_config(config.method, density, config.pruner))
-
-    model = build_model(dataset.input_shape, dataset.num_classes).to(device)
-    check_forward(model, normalize(dataset.train_images[:1], dataset), dataset.num_classes, config.model)
+    pruner = create_pruner(config.method, pruner_config(config.method, config.target_density, config.pruner))
+    net = build_model(dataset.input_shape, dataset.num_classes).to(device)
+    check_forward(net, normalize(dataset.train_images[:1], dataset), dataset.num_classes, config.model)
     channels_last = device.type == "cuda" and len(dataset.input_shape) == 3
     if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-    shuffle = torch.Generator().manual_seed(config.seed)
-    context = TrainingContext(
-        epochs=config.epochs, steps_per_epoch=steps_per_epoch, loss_fn=loss_fn, seed=config.seed,
+        net = net.to(memory_format=torch.channels_last)
+    context = _context(config, dataset)
+    pruner.prepare(net, context)   # may add parameters (N2NSkip's skips): before the optimizer sees them
+    optimizer = make_optimizer(net, config, pruner.optimizer_overrides())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(config, context.steps_per_epoch))
+    pruner.attach(net, optimizer, context)
+    trainer = Trainer(net, optimizer, scheduler, pruner, context.loss_fn, device, channels_last)
+    return _Run(config, dataset, trainer, shuffle=torch.Generator().manual_seed(config.seed))
+
+
+def _context(config: TrainConfig, dataset: TensorDataset) -> TrainingContext:
+    """What the pruner may know of the run. Its `batches` (SNIP's saliency) have their own generator."""
+    return TrainingContext(
+        epochs=config.epochs, steps_per_epoch=math.ceil(dataset.train_labels.numel() / config.batch_size),
+        loss_fn=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), seed=config.seed,
         sample_input=dataset.train_images[:1].float(),
         batches=lambda: iterate_batches(dataset, "train", config.batch_size, shuffle=True,
                                         generator=torch.Generator().manual_seed(config.seed + 1)),
     )
-    pruner.prepare(model, context)   # may add parameters (N2NSkip's skips): before the optimizer sees them
-    optimizer = make_optimizer(model, config, pruner.optimizer_overrides())
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(config, steps_per_epoch))
-    pruner.attach(model, optimizer, context)
-    first_epoch, seconds_before, epoch_metrics = 1, 0.0, {}
-    if resume is not None:
-        model.load_state_dict(resume["model"])
-        optimizer.load_state_dict(resume["optimizer"])
-        scheduler.load_state_dict(resume["scheduler"])
-        pruner.load_state_dict(resume["pruner"])
-        shuffle.set_state(resume["shuffle"])
-        torch.set_rng_state(resume["torch_rng"])
-        first_epoch, seconds_before, epoch_metrics = resume["epoch"] + 1, resume["seconds"], resume["metrics"]
 
-    def result(last_epoch: dict, seconds: float, sparsity: dict | None = None) -> TrainResult:
-        def capture() -> dict:
-            return {"epoch": last_epoch["epoch"], "metrics": last_epoch, "seconds": seconds,
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "pruner": pruner.state_dict(),
-                    "shuffle": shuffle.get_state(), "torch_rng": torch.get_rng_state()}
 
-        return TrainResult(_final_metrics(config, dataset, model, pruner, last_epoch, seconds, sparsity), model,
-                           pruner, dataset.input_shape, dataset.num_classes, capture, dataset.class_names)
-
+def _progress_bar(config: TrainConfig, first_epoch: int, progress: bool | None) -> tqdm:
+    """The epochs still to train, with a tqdm bar on stderr when it is a terminal (or `progress` says so)."""
     show = sys.stderr.isatty() if progress is None else progress
-    bar = tqdm(range(first_epoch, config.epochs + 1), desc=f"{config.model}/{config.method}", unit="epoch",
-               initial=first_epoch - 1, total=config.epochs, disable=not show)
-    start = time.perf_counter() - seconds_before
-    for epoch in bar:
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        for x, y in iterate_batches(dataset, "train", config.batch_size, shuffle=True, generator=shuffle):
-            if channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with _autocast(device):
-                loss = loss_fn(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            pruner.before_step()
-            optimizer.step()
-            pruner.after_step()
-            scheduler.step()
-            loss_sum += loss.detach().float()
-        pruner.on_epoch_end(epoch)
-        train_loss = loss_sum.item() / steps_per_epoch
-        sparsity = sparsity_report(model)
-        epoch_metrics = {
-            "epoch": epoch, "train_loss": train_loss, **evaluate_splits(model, dataset, channels_last),
-            "density": sparsity["density"], "compression_ratio": sparsity["compression_ratio"],
-            "lr": optimizer.param_groups[0]["lr"],
-        }
-        shown = epoch_metrics.get("val_accuracy", epoch_metrics["test_accuracy"])
-        bar.set_postfix(loss=f"{train_loss:.3f}", acc=f"{shown:.3f}", density=f"{sparsity['density']:.3f}")
-        if not math.isfinite(train_loss):
-            raise TrainingDiverged(f"training diverged in epoch {epoch}: train loss is {train_loss}")
-        if report is not None:
-            report(dict(epoch_metrics))
-        if epoch_end is not None:
-            epoch_end(dict(epoch_metrics), result(epoch_metrics, time.perf_counter() - start, sparsity))
-    pruner.on_train_end()
-    return result(epoch_metrics, time.perf_counter() - start)
+    return tqdm(range(first_epoch, config.epochs + 1), desc=f"{config.model}/{config.method}", unit="epoch",
+                initial=first_epoch - 1, total=config.epochs, disable=not show)
 
 
 def _sources(config: TrainConfig, model: object, data: object) -> tuple[TrainConfig, ModelFactory, Loader]:
@@ -256,5 +266,5 @@ def _final_metrics(config: TrainConfig, dataset: TensorDataset, model: nn.Module
         "model": config.model, "dataset": config.dataset, "method": config.method,
         "num_classes": dataset.num_classes,
         "class_names": list(dataset.class_names) if dataset.class_names is not None else None,
-        "config": config_to_dict(resolved), "pruner_config": config_to_dict(pruner.config),
+        "config": asdict(resolved), "pruner_config": asdict(pruner.config),
     }

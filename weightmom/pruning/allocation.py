@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import torch
 
+from weightmom.pruning.base import GlobalRanking
+
 
 def water_fill(sizes: Sequence[int], scores: Sequence[float], density: float,
                fixed: Sequence[bool]) -> list[float]:
@@ -57,20 +59,14 @@ def global_keep_counts(scores: Sequence[torch.Tensor], alive: Sequence[torch.Ten
     budget = round(density * sum(sizes)) - sum(n for n, f in zip(sizes, fixed) if f)
     if budget <= 0:
         raise ValueError(f"cannot reach density {density:.4g}: the layers kept dense already exceed it")
-    flat = []
+    ranked = []   # dead weights and fixed layers rank last, at -1
     for score, mask, is_fixed in zip(scores, alive, fixed):
         alive_scores = score[mask]
         rms = alive_scores.pow(2).mean().sqrt().clamp_min(1e-12) if alive_scores.numel() else 1.0
         normalised = torch.where(mask, score / rms, torch.full_like(score, -1.0))
-        flat.append(torch.full_like(score, -1.0).flatten() if is_fixed else normalised.flatten())
-    ranked = torch.cat(flat)
-    chosen = torch.zeros(ranked.numel(), dtype=torch.bool, device=ranked.device)
-    chosen[torch.topk(ranked, min(budget, ranked.numel())).indices] = True
-    counts, offset = [], 0
-    for size, is_fixed in zip(sizes, fixed):
-        counts.append(size if is_fixed else max(1, int(chosen[offset:offset + size].sum())))
-        offset += size
-    return counts
+        ranked.append(torch.full_like(score, -1.0) if is_fixed else normalised)
+    chosen = GlobalRanking.of(ranked).top_masks(min(budget, sum(sizes)))
+    return [size if is_fixed else max(1, int(c.sum())) for size, c, is_fixed in zip(sizes, chosen, fixed)]
 
 
 def allocate(allocation: str, density: float, shapes: Sequence[torch.Size], fixed: Sequence[bool],

@@ -9,13 +9,14 @@ zero, so nothing regrows under SGD momentum or Adam.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
 
 
 @dataclass
@@ -166,3 +167,37 @@ def select_survivors(scores: torch.Tensor, mask: torch.Tensor, keep: int,
         needed = remove - int(below.sum())
         drop = below | (tied & (tied.flatten().cumsum(0) <= needed).view_as(tied))
     return mask.masked_fill(drop, 0)
+
+
+class GlobalRanking:
+    """Every layer's scores in one flat tensor, ranked together: SNIP, GSM and `global` allocation.
+
+    `views` are per-layer views into `flat`, so GSM refills them in place each step and
+    ranks without allocating. Both selections are torch.topk, a selection rather than a sort
+    (see gsm.py for why topk beats kthvalue here).
+    """
+
+    def __init__(self, flat: torch.Tensor, shapes: Sequence[torch.Size]) -> None:
+        self.flat = flat
+        parts = flat.split([shape.numel() for shape in shapes])
+        self.views = [part.view(shape) for part, shape in zip(parts, shapes)]
+
+    @classmethod
+    def of(cls, scores: Sequence[torch.Tensor]) -> GlobalRanking:
+        """A ranking of a copy of `scores`."""
+        return cls(torch.cat([s.flatten() for s in scores]), [s.shape for s in scores])
+
+    @classmethod
+    def buffer(cls, shapes: Sequence[torch.Size], device: torch.device) -> GlobalRanking:
+        """Zeroed float32 scores, to be filled in place through `views`."""
+        return cls(torch.zeros(sum(shape.numel() for shape in shapes), dtype=torch.float32, device=device), shapes)
+
+    def kth_largest(self, k: int) -> torch.Tensor:
+        """The k-th highest score (ties counted), as a 0-d tensor on the scores' device: no sync."""
+        return torch.topk(self.flat, k, sorted=False).values.min()
+
+    def top_masks(self, k: int) -> list[torch.Tensor]:
+        """Bool masks, one per layer, keeping exactly the `k` highest scores; ties at the cut as torch.topk picks."""
+        chosen = torch.zeros_like(self.flat, dtype=torch.bool)
+        chosen[torch.topk(self.flat, k).indices] = True
+        return GlobalRanking(chosen, [view.shape for view in self.views]).views

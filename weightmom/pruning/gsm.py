@@ -15,26 +15,11 @@ wins consistently.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from weightmom.errors import require
-from weightmom.pruning.base import Pruner, TrainingContext
-from weightmom.pruning.snip import global_top_masks
-
-
-@dataclass(frozen=True)
-class GsmConfig:
-    density: float = 0.1
-    momentum: float = 0.98      # the paper uses 0.98 to 0.99
-    lr: float | None = None     # None: the run's learning rate
-
-    def __post_init__(self) -> None:
-        require(0 < self.density <= 1, f"density must be in (0, 1] (got {self.density})")
-        require(0 <= self.momentum < 1, f"pruner.momentum must be in [0, 1) (got {self.momentum})")
-        require(self.lr is None or self.lr > 0, f"pruner.lr must be positive (got {self.lr})")
+from weightmom.methods import GsmConfig
+from weightmom.pruning.base import GlobalRanking, Pruner, TrainingContext
 
 
 class GsmPruner(Pruner):
@@ -46,26 +31,24 @@ class GsmPruner(Pruner):
 
     def setup(self, model: nn.Module, context: TrainingContext) -> None:
         self.epochs = context.epochs
-        sizes = [l.weight.numel() for l in self.layers]
-        self.keep = max(1, round(self.config.density * sum(sizes)))
+        self.keep = max(1, round(self.config.density * sum(l.weight.numel() for l in self.layers)))
         # One flat saliency buffer, filled in place each step; the cut is a selection, not a sort.
-        self._flat = torch.zeros(sum(sizes), dtype=torch.float32, device=self.layers[0].weight.device)
-        self._views = [part.view(l.weight.shape) for part, l in zip(self._flat.split(sizes), self.layers)]
+        self._saliency = GlobalRanking.buffer([l.weight.shape for l in self.layers], self.layers[0].weight.device)
 
     def before_step(self) -> None:
         super().before_step()
         with torch.no_grad():
-            for layer, saliency in zip(self.layers, self._views):
+            for layer, saliency in zip(self.layers, self._saliency.views):
                 if layer.weight.grad is None:
                     saliency.zero_()
                 else:
                     torch.mul(layer.weight, layer.weight.grad, out=saliency).abs_()
-            kth_largest = torch.topk(self._flat, self.keep, sorted=False).values.min()
-            for layer, saliency in zip(self.layers, self._views):
+            kth_largest = self._saliency.kth_largest(self.keep)
+            for layer, saliency in zip(self.layers, self._saliency.views):
                 if layer.weight.grad is not None:
                     layer.weight.grad.masked_fill_(saliency < kth_largest, 0)
 
     def on_epoch_end(self, epoch: int) -> None:
         if epoch == self.epochs:
-            masks = global_top_masks(self._views, self.keep)
+            masks = self._saliency.top_masks(self.keep)
             self.set_masks([m.to(l.mask.dtype) for m, l in zip(masks, self.layers)])

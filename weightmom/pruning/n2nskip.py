@@ -17,29 +17,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from weightmom.errors import require
-from weightmom.pruning.base import PrunableLayer, Pruner, TrainingContext, prunable_layers
+from weightmom.methods import N2NSkipConfig
+from weightmom.pruning.base import GlobalRanking, PrunableLayer, Pruner, TrainingContext, prunable_layers
 from weightmom.pruning.random_mask import random_mask
-from weightmom.pruning.snip import global_top_masks, snip_saliency
+from weightmom.pruning.snip import snip_saliency
 from weightmom.skips import SkipConnection, attach_skips, find_skips
-
-BASES = ("snip", "random")
-
-
-@dataclass(frozen=True)
-class N2NSkipConfig:
-    density: float = 0.1
-    base: str = "snip"                 # how the network's own weights are masked at initialisation
-    hops: tuple[int, ...] = (2,)       # join layers i and j when j - i is one of these
-    skip_fraction: float = 0.5         # share of the non-zero budget that goes to the skips
-
-    def __post_init__(self) -> None:
-        require(0 < self.density <= 1, f"density must be in (0, 1] (got {self.density})")
-        require(self.base in BASES, f"unknown pruner.base {self.base!r}; choose from: {', '.join(BASES)}")
-        require(len(self.hops) > 0 and all(h >= 2 for h in self.hops),
-                f"pruner.hops must be a non-empty list of integers >= 2 (got {list(self.hops)})")
-        require(0 < self.skip_fraction < 1, f"pruner.skip_fraction must be in (0, 1) (got {self.skip_fraction})")
-        object.__setattr__(self, "hops", tuple(sorted(set(self.hops))))
 
 
 @dataclass(frozen=True)
@@ -87,7 +69,7 @@ class N2NSkipPruner(Pruner):
     def _base_masks(self, model: nn.Module, own: list[PrunableLayer], context: TrainingContext) -> list[torch.Tensor]:
         keep = self.budget.network
         if self.config.base == "snip":
-            return global_top_masks(snip_saliency(model, own, context, batches=1), keep)
+            return GlobalRanking.of(snip_saliency(model, own, context, batches=1)).top_masks(keep)
         density = keep / sum(layer.weight.numel() for layer in own)   # random: every layer at the same density
         return [random_mask(layer.weight.shape, max(1, round(density * layer.weight.numel())), self._generator)
                 for layer in own]

@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 
-from weightmom.errors import require
+from weightmom.methods import RandomConfig
 from weightmom.pruning.base import Pruner, TrainingContext
-
-
-@dataclass(frozen=True)
-class RandomConfig:
-    density: float = 0.1
-
-    def __post_init__(self) -> None:
-        require(0 < self.density <= 1, f"density must be in (0, 1] (got {self.density})")
 
 
 def random_mask(shape: torch.Size, keep: int, generator: torch.Generator) -> torch.Tensor:
@@ -41,9 +31,3 @@ class RandomPruner(Pruner):
         self.set_masks(masks)
 
 
-@dataclass(frozen=True)
-class DenseConfig:
-    density: float = 1.0
-
-    def __post_init__(self) -> None:
-        require(self.density == 1.0, f"method 'dense' keeps every weight; density must be 1 (got {self.density})")

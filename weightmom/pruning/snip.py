@@ -3,31 +3,12 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from weightmom.errors import require
-from weightmom.pruning.base import PrunableLayer, Pruner, TrainingContext
-
-
-@dataclass(frozen=True)
-class SnipConfig:
-    density: float = 0.1
-    batches: int = 1          # mini-batches whose saliencies are summed
-
-    def __post_init__(self) -> None:
-        require(0 < self.density <= 1, f"density must be in (0, 1] (got {self.density})")
-        require(self.batches >= 1, f"pruner.batches must be >= 1 (got {self.batches})")
-
-
-def global_top_masks(scores: list[torch.Tensor], keep: int) -> list[torch.Tensor]:
-    """Boolean masks keeping exactly the `keep` highest scores across all layers."""
-    flat = torch.cat([s.flatten() for s in scores])
-    chosen = torch.zeros_like(flat, dtype=torch.bool)
-    chosen[torch.topk(flat, keep).indices] = True
-    return [part.view_as(s) for part, s in zip(chosen.split([s.numel() for s in scores]), scores)]
+from weightmom.methods import SnipConfig
+from weightmom.pruning.base import GlobalRanking, PrunableLayer, Pruner, TrainingContext
 
 
 def snip_saliency(model: nn.Module, layers: list[PrunableLayer], context: TrainingContext,
@@ -54,5 +35,5 @@ class SnipPruner(Pruner):
     def setup(self, model: nn.Module, context: TrainingContext) -> None:
         saliency = snip_saliency(model, self.layers, context, self.config.batches)
         total = sum(s.numel() for s in saliency)
-        masks = global_top_masks(saliency, max(1, round(self.config.density * total)))
+        masks = GlobalRanking.of(saliency).top_masks(max(1, round(self.config.density * total)))
         self.set_masks([m.to(l.mask.dtype) for m, l in zip(masks, self.layers)])
