@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from numbers import Real
 
 import numpy as np
-from optuna._hypervolume import compute_hypervolume
 
 from weightmom.errors import require
 
@@ -81,7 +80,25 @@ def hypervolume(values: np.ndarray, modes: Sequence[str], reference: Sequence[fl
     inside = ~np.isnan(loss).any(axis=1) & (loss <= ref).all(axis=1)
     if not inside.any():
         return 0.0
-    return float(compute_hypervolume(loss[inside], ref))
+    return _dominated_volume(loss[inside], ref)
+
+
+def _dominated_volume(loss: np.ndarray, ref: np.ndarray) -> float:
+    """The exact volume between minimisation points (each <= ref) and ref.
+
+    Two objectives: a staircase sweep. More: slabs along the last objective, each as thick as the gap to the
+    next point and as wide as the volume the points below it dominate in the other objectives. Fine for the
+    1 to 3 objectives and the few hundred trials of a sweep (optuna's own is private API).
+    """
+    if loss.shape[1] == 1:
+        return float(ref[0] - loss[:, 0].min())
+    if loss.shape[1] == 2:
+        order = np.lexsort((loss[:, 1], loss[:, 0]))   # by the first objective, then the second
+        widths = np.diff(np.append(loss[order, 0], ref[0]))
+        return float(widths @ (ref[1] - np.minimum.accumulate(loss[order, 1])))
+    loss = loss[np.argsort(loss[:, -1], kind="stable")]
+    heights = np.diff(np.append(loss[:, -1], ref[-1]))
+    return float(sum(h * _dominated_volume(loss[: i + 1, :-1], ref[:-1]) for i, h in enumerate(heights) if h > 0))
 
 
 DENSITY_FLOOR = 0.01   # the log-density axis runs from density 1 down to this (100x compression)

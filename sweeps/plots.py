@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from sweeps.html_figure import Tooltips, table_html, write_page
-from sweeps.pareto import objective_matrix, shown_metrics, sweep_hypervolume
+from sweeps.pareto import objective_matrix, shown_metrics
 from weightmom.errors import require
 from weightmom.files import atomic_write
 
@@ -44,10 +44,9 @@ def _front_line(front: Sequence[dict], metrics: Sequence[str]) -> tuple[list, li
     return [p[0] for p in points], [p[1] for p in points]
 
 
-def _title(rows: Sequence[dict], front: Sequence[dict], metrics: Sequence[str], modes: Sequence[str]) -> str:
+def _title(rows: Sequence[dict], front: Sequence[dict], quality: str) -> str:
     complete = [row for row in rows if row.get("state") == "COMPLETE"]
-    _, volume = sweep_hypervolume(rows, metrics, modes)
-    return f"Pareto front: {len(front)} of {len(complete)} complete trials\n{volume}"
+    return f"Pareto front: {len(front)} of {len(complete)} complete trials\n{quality}"
 
 
 def _label(metric: str, mode: str) -> str:
@@ -111,8 +110,9 @@ def _fmt(value: object) -> str:
 
 
 def _front_figure(rows: Sequence[dict], front: Sequence[dict], metrics: Sequence[str], modes: Sequence[str],
-                  tooltips: Tooltips | None = None):
-    """Scatter of the trials with the front as a staircase: x = metrics[1], y = metrics[0].
+                  quality: str, tooltips: Tooltips | None = None):
+    """Scatter of the trials with the front as a staircase: x = metrics[1], y = metrics[0]; `quality` (the
+    words of pareto.sweep_hypervolume, computed once by the caller) goes under the title.
 
     Uses matplotlib's object API on an Agg canvas, so it works headless and leaves the
     caller's pyplot state and backend alone. One artist per point, so each can carry a tooltip.
@@ -132,17 +132,12 @@ def _front_figure(rows: Sequence[dict], front: Sequence[dict], metrics: Sequence
         fx, fy = _front_line(front, metrics)
         ax.step(fx, fy, where="post" if modes[1] == "min" else "pre", color="C3", linewidth=1.2, alpha=0.8)
     stopped = "pruned (stopped early" + (f"; {hidden} off the chart)" if hidden else ")")
-    layers = [(stopped, pruned, {"s": 22, "facecolors": "none", "edgecolors": "#aaaaaa"}),
-              ("complete", [r for r in complete if r.get("trial_id") not in on_front],
-               {"s": 22, "color": "#808080", "alpha": 0.7}),
-              ("Pareto front", _by_state(front, metrics, "COMPLETE"),
-               {"s": 40, "color": "C3", "edgecolors": "black", "linewidths": 0.6, "zorder": 3})]
-    for label, chosen, style in layers:
-        for i, row in enumerate(chosen):
-            x, y = _xy([row], metrics)
-            point = ax.scatter(x, y, label=label if i == 0 else None, **style)
-            if tooltips is not None:
-                tooltips.attach(point, _hover(row, metrics))
+    _scatter(ax, [(stopped, pruned, {"s": 22, "facecolors": "none", "edgecolors": "#aaaaaa"}),
+                  ("complete", [r for r in complete if r.get("trial_id") not in on_front],
+                   {"s": 22, "color": "#808080", "alpha": 0.7}),
+                  ("Pareto front", _by_state(front, metrics, "COMPLETE"),
+                   {"s": 40, "color": "C3", "edgecolors": "black", "linewidths": 0.6, "zorder": 3})],
+             metrics, tooltips)
     all_x = _xy(complete + pruned, metrics)[0]
     if _log_x(metrics[1], all_x):
         _set_log_x(ax, all_x)
@@ -150,27 +145,35 @@ def _front_figure(rows: Sequence[dict], front: Sequence[dict], metrics: Sequence
         ax.set_ylim(*y_range)
     ax.set_xlabel(_label(metrics[1], modes[1]))
     ax.set_ylabel(_label(metrics[0], modes[0]))
-    ax.set_title(_title(rows, front, metrics, modes), fontsize=9)
+    ax.set_title(_title(rows, front, quality), fontsize=9)
     ax.grid(True, which="major", alpha=0.3)
     if complete or pruned:   # below the axes: a legend inside would hide points
         figure.legend(loc="outside lower center", ncols=3, fontsize=8, frameon=False)
     return figure
 
 
-def front_png(
-    rows: Sequence[dict], front: Sequence[dict], metrics: Sequence[str], modes: Sequence[str], path: str | Path
-) -> None:
-    figure = _front_figure(rows, front, metrics, modes)
+def _scatter(ax, layers: list[tuple[str, list[dict], dict]], metrics: Sequence[str], tooltips: Tooltips | None) -> None:
+    """Each layer (legend label, rows, style) as one artist per point, so each point can carry a tooltip."""
+    for label, chosen, style in layers:
+        for i, row in enumerate(chosen):
+            x, y = _xy([row], metrics)
+            point = ax.scatter(x, y, label=label if i == 0 else None, **style)
+            if tooltips is not None:
+                tooltips.attach(point, _hover(row, metrics))
+
+
+def front_png(rows: Sequence[dict], front: Sequence[dict], metrics: Sequence[str], modes: Sequence[str],
+              path: str | Path, *, quality: str) -> None:
+    figure = _front_figure(rows, front, metrics, modes, quality)
     atomic_write(path, lambda tmp: figure.savefig(tmp, format="png"))
 
 
-def front_html(
-    rows: Sequence[dict], front: Sequence[dict], metrics: Sequence[str], modes: Sequence[str], path: str | Path
-) -> None:
+def front_html(rows: Sequence[dict], front: Sequence[dict], metrics: Sequence[str], modes: Sequence[str],
+               path: str | Path, *, quality: str) -> None:
     """The front_png picture as a page with a tooltip per trial (its config), then the front as a table
     of the objectives and the config values that differ between trials (the searched ones)."""
     tooltips = Tooltips()
-    figure = _front_figure(rows, front, metrics, modes, tooltips)
+    figure = _front_figure(rows, front, metrics, modes, quality, tooltips)
     config = [k for k in dict.fromkeys(k for row in rows for k in row if k.startswith("config."))
               if len({repr(row.get(k)) for row in rows}) > 1]
     table_rows = [{"trial_id": r.get("trial_id"), **{m: r.get(m) for m in shown_metrics(metrics)},

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import html
 import math
+import pickle
 import re
+from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import optuna
@@ -105,6 +108,26 @@ def test_hypervolume_ignores_nan_and_points_beyond_the_reference():
     values = np.array([[0.5, 0.5], [math.nan, 0.1], [0.9, 1.5]])
     assert hypervolume(values, MODES, [0.0, 1.0]) == pytest.approx(0.25)
     assert hypervolume(np.zeros((0, 2)), MODES, [0.0, 1.0]) == 0.0
+
+
+def test_hypervolume_3d_union_of_boxes():
+    # Boxes to (4, 4, 4) of volume 6, 6 and 3; pairwise overlaps 4, 1, 1; all three overlap in 1: 10 in all.
+    points = np.array([[1.0, 2.0, 3.0], [2.0, 1.0, 3.0], [3.0, 3.0, 1.0]])
+    assert hypervolume(points, ["min"] * 3, [4.0, 4.0, 4.0]) == pytest.approx(10.0)
+    assert hypervolume(np.vstack([points, points, [[3.5, 3.5, 3.5]]]), ["min"] * 3, [4.0] * 3) == pytest.approx(10.0)
+    assert hypervolume(np.array([[0.5, 0.2, 0.4]]), ["max", "min", "min"], [0.0, 1.0, 1.0]) == pytest.approx(0.24)
+    assert hypervolume(np.array([[2.0], [3.0]]), ["min"], [5.0]) == pytest.approx(3.0)
+
+
+def test_hypervolume_equals_the_values_optuna_computed():
+    """Values that optuna._hypervolume.compute_hypervolume (Optuna 5.0, what pareto.hypervolume used before)
+    gave for these seeded points, to the last bit."""
+    rng = np.random.default_rng(7)
+    two, three = rng.uniform(0, 1, size=(30, 2)), rng.uniform(0, 1, size=(25, 3))
+    ties = np.round(rng.uniform(0, 1, size=(40, 3)), 1)   # equal coordinates and duplicate points
+    assert hypervolume(two, ["max", "min"], [0.0, 1.0]) == pytest.approx(0.848834907799509, rel=1e-12)
+    assert hypervolume(three, ["max", "min", "min"], [0.0, 1.0, 1.0]) == pytest.approx(0.5541998766759587, rel=1e-12)
+    assert hypervolume(ties, ["min", "min", "max"], [1.0, 1.0, 0.0]) == pytest.approx(0.834, rel=1e-12)
 
 
 def test_default_reference_uses_bounds_then_worst_observed():
@@ -265,14 +288,14 @@ def _sweep_rows() -> list[dict]:
 def test_front_png_writes_a_png(tmp_path):
     rows = _sweep_rows()
     path = tmp_path / "front.png"
-    front_png(rows, front_rows(rows, METRICS, MODES), METRICS, MODES, path)
+    front_png(rows, front_rows(rows, METRICS, MODES), METRICS, MODES, path, quality="hypervolume 0.5")
     data = path.read_bytes()
     assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 1000
 
 
 def test_front_png_without_complete_trials(tmp_path):
     path = tmp_path / "front.png"
-    front_png([_row("p", 0.9, 0.1, state="PRUNED")], [], METRICS, MODES, path)
+    front_png([_row("p", 0.9, 0.1, state="PRUNED")], [], METRICS, MODES, path, quality="hypervolume 0")
     assert path.read_bytes().startswith(b"\x89PNG")
 
 
@@ -281,13 +304,14 @@ def test_front_html_is_small_self_contained_svg_with_a_tooltip_per_trial(tmp_pat
     rows[0]["config.method"] = "magnitude_xyz"
     path = tmp_path / "front.html"
     front = front_rows(rows, METRICS, MODES)
-    front_html(rows, front, METRICS, MODES, path)
+    front_html(rows, front, METRICS, MODES, path, quality="log-density hypervolume 0.1234")
     text = path.read_text()
     # No script and no outside file: MLflow's artifact viewer (a sandboxed blob: iframe) shows it at once.
     assert "<script" not in text and "src=" not in text and path.stat().st_size < 200_000
     tooltips = re.findall(r'<g id="tip\d+"><title>([^<]*)</title>', text)
     assert len(tooltips) == 12  # every COMPLETE and PRUNED trial, none for the FAILED one
     assert any(t.startswith("trial trial_0000 (complete)") and "method: magnitude_xyz" in t for t in tooltips)
+    assert "log-density hypervolume 0.1234" in text   # the caller's words, not computed again
     assert "<h3>The front</h3>" in text and all(f"<td>{r['trial_id']}</td>" in text for r in front)
     # Log-density ticks read as values, not as mantissas ("3 4 5 ... 0.1 2").
     labels = re.findall(r"<text[^>]*>([^<]*)</text>", text)
@@ -351,3 +375,82 @@ def test_log_density_hypervolume_rewards_the_sparse_end() -> None:
             {"state": "PRUNED", "val_accuracy": 1.0, "density": 0.01, "num_classes": 10}]
     volume, text = sweep_hypervolume(rows, ["val_accuracy", "density"], ["max", "min"])
     assert volume == pytest.approx(0.25) and "log-density" in text
+
+
+# ---------------------------------------------------------------- the recorder's pieces
+
+
+class _Recorded:
+    """A ResilientClient stand-in that keeps what it is asked to send."""
+
+    def __init__(self) -> None:
+        self.metrics: list[tuple] = []
+        self.artifacts: list[str] = []
+
+    def log_batch(self, run_id, metrics=(), params=None, tags=None) -> None:
+        self.metrics += [(run_id, *m) for m in metrics]
+
+    def log_artifact(self, run_id, local_path, artifact_path=None) -> None:
+        self.artifacts.append(Path(local_path).name)
+
+
+def test_front_refresh_computes_the_hypervolume_once_and_plots_at_most_every_interval(tmp_path, monkeypatch):
+    from sweeps import front, pareto
+
+    calls = []
+    real = pareto.sweep_hypervolume
+    monkeypatch.setattr(pareto, "sweep_hypervolume", lambda *args: calls.append(1) or real(*args))
+    space = SimpleNamespace(name="s", metrics=METRICS, modes=MODES, params={"lr": None})
+    refresh = front.FrontRefresh(space, tmp_path, "parent", "sqlite:///:memory:")
+    mlflow, rows = _Recorded(), _sweep_rows()
+    refresh.refresh(rows, mlflow)
+    assert len(calls) == 1   # the parent-run metric and both plot titles share one computation
+    assert {name for _, name, *_ in mlflow.metrics} == {"hypervolume", "front_size", "trials_finished"}
+    assert [v for _, name, v, *_ in mlflow.metrics if name == "hypervolume"] == [real(rows, METRICS, MODES)[0]]
+    assert mlflow.artifacts == ["pareto_front.png", "pareto_front.html", "front.txt"]  # no study: its plots skipped
+    assert [r["trial_id"] for r in read_table(tmp_path / "pareto.parquet")] == [
+        r["trial_id"] for r in front_rows(rows, METRICS, MODES)]
+    assert (tmp_path / "plots" / "front.txt").read_text().startswith("trial_id")
+    refresh.refresh(rows, mlflow)   # within PLOTS_EVERY_S: the numbers, not the plots
+    assert len(mlflow.artifacts) == 3 and len(mlflow.metrics) == 6
+    refresh.refresh(rows, mlflow, final=True)
+    assert mlflow.artifacts[3:] == ["pareto_front.png", "pareto_front.html", "front.txt", "pareto.parquet"]
+    assert len(calls) == 3
+
+
+def test_recorder_pickles_without_its_clients_caches_or_rows(tmp_path):
+    from sweeps.callback import SweepRecorder
+
+    recorder = SweepRecorder(SimpleNamespace(name="s", epochs=3), tmp_path, "sqlite:///x.db", "1", "parent", "s")
+    recorder.runs._mlflow = lambda: None   # a client stand-in that does not pickle
+    recorder.runs._runs, recorder.runs._logged_epoch = {"t1": "run1"}, {"t1": 2}
+    recorder.runs._unlogged = {"t2": ({}, "COMPLETE", None)}
+    recorder.results._table = ResultsTable(tmp_path / "trials.parquet")
+    restored = pickle.loads(pickle.dumps(recorder))
+    assert restored.runs._mlflow is None and restored.results._table is None
+    assert restored.runs._runs == restored.runs._logged_epoch == restored.runs._unlogged == {}
+    assert restored.runs.parent_run_id == "parent" and restored.results.path == tmp_path / "trials.parquet"
+
+
+def test_trial_row_flattens_the_config_under_recorded_names():
+    from sweeps.trial_rows import trial_row
+
+    trial = SimpleNamespace(config={"density": 0.1, "pruner": {"window": 3}, "requeued": {"trial_id": "a"}},
+                            last_result={"test_accuracy": 0.9, "epoch": 4, "node_id": "n1"}, checkpoint=None)
+    row = trial_row("a", trial, "COMPLETE", "run1", None)
+    assert row["config.target_density"] == 0.1 and row["config.pruner.window"] == 3
+    assert "config.requeued.trial_id" not in row and "config.density" not in row
+    assert (row["test_accuracy"], row["epochs"], row["node_id"], row["mlflow_run_id"]) == (0.9, 4, "n1", "run1")
+
+
+def test_a_recorder_pickled_before_the_split_unpickles_into_its_pieces(tmp_path):
+    """A sweep started by the one-object recorder resumes: Tuner.restore unpickles the callback from tuner.pkl."""
+    from sweeps.callback import SweepRecorder
+
+    old = object.__new__(SweepRecorder)
+    old.__dict__.update(space=SimpleNamespace(name="s", epochs=3), out=tmp_path, tracking_uri="sqlite:///x.db",
+                        experiment_id="1", parent_run_id="parent", optuna_storage="s", _mlflow=None, _table=None,
+                        _runs={}, _logged_epoch={}, _buffers={}, _plotted_at=0.0, _unlogged={})
+    restored = pickle.loads(pickle.dumps(old))
+    assert restored.runs.parent_run_id == "parent" and restored.runs.experiment_id == "1"
+    assert restored.results.path == tmp_path / "trials.parquet" and restored.front.parent_run_id == "parent"
