@@ -51,7 +51,7 @@ timed(tune_controller.TuneController, "checkpoint", "checkpoint")     # called e
 timed(tune_controller.TuneController, "save_to_dir", "writes")        # a snapshot actually written
 timed(storage, "_upload_to_fs_path", "uploads")   # the driver's uploads are the snapshot's only
 atexit.register(lambda: open(os.environ["SNAPSHOT_TIMINGS"], "w").write(json.dumps(timings)))
-from weightmom.cli import main
+from weightmom_sweeps.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -31,7 +31,7 @@ EOF
 rows() { "$PY" -c "import pyarrow.parquet as pq, sys, os; p=sys.argv[1]
 print(pq.read_metadata(p).num_rows if os.path.exists(p) else 0)" "$OUT/trials.parquet"; }
 
-setsid "$PY" -m weightmom sweep "$ROOT/torn.yaml" --out "$OUT" --verbose 0 > "$ROOT/first.log" 2>&1 &
+setsid "$PY" -m weightmom_sweeps sweep "$ROOT/torn.yaml" --out "$OUT" --verbose 0 > "$ROOT/first.log" 2>&1 &
 DRIVER=$!
 started=$SECONDS
 until [ "$(rows)" -ge 1 ]; do
@@ -51,7 +51,7 @@ print(sorted(p.name() for p in psutil.process_iter() if _holds_files_in(p, sys.a
 echo "processes left by the killed driver's Ray ($(basename "$SESSION")) before --resume: $(leftovers)"
 
 set +e
-"$PY" -m weightmom sweep "$ROOT/torn.yaml" --out "$OUT" --verbose 0 --resume > "$ROOT/resume.out" 2> "$ROOT/resume.err"
+"$PY" -m weightmom_sweeps sweep "$ROOT/torn.yaml" --out "$OUT" --verbose 0 --resume > "$ROOT/resume.out" 2> "$ROOT/resume.err"
 code=$?
 set -e
 echo "--- resume exit code: $code; its stderr (weightmom lines) and summary:"

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from sweeps.results import MODEL_FILE, config_key
-from weightmom.config import TrainConfig, build, merge
+from weightmom.contract import TrainConfig, config_from_flat
 from weightmom.errors import UsageError, require
 from weightmom.files import atomic_write
 
@@ -53,11 +53,8 @@ def _constraint(max_density: float | None, min_accuracy: float | None) -> str:
 
 def train_config_of(row: dict) -> TrainConfig:
     """Rebuild the trial's full TrainConfig from its config.* columns."""
-    values: dict = {}
-    for key, value in row.items():
-        if key.startswith("config.") and value is not None:
-            merge(values, config_key(key.removeprefix("config.")), value)
-    return build(TrainConfig, values)
+    return config_from_flat({config_key(key.removeprefix("config.")): value for key, value in row.items()
+                             if key.startswith("config.") and value is not None})
 
 
 def describe(row: dict) -> str:

@@ -1,6 +1,6 @@
-"""`weightmom sweep | pareto | best`: the sweep commands, plugged into the weightmom CLI.
+"""`weightmom sweep | pareto | best | table | check-cluster`: the sweep commands, an extension of weightmom.cli.
 
-Only argparse at import time: Ray, Optuna and MLflow load when a command runs.
+Only argparse (and yaml, for check-cluster) at import time: Ray, Optuna and MLflow load when a command runs.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from sweeps import cluster_check
 from weightmom.errors import require
 from weightmom.files import check_writable
 
@@ -49,6 +50,8 @@ def add_parsers(commands) -> None:
     p.add_argument("dir")
     p.add_argument("--by", action="append", default=[], metavar="KEY",
                    help="also group by this config key, e.g. --by model (repeatable)")
+
+    cluster_check.add_parser(commands)
 
 
 def run_sweep_command(args: argparse.Namespace) -> int:
@@ -181,4 +184,4 @@ def run_table_command(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"sweep": run_sweep_command, "pareto": run_pareto_command, "best": run_best_command,
-            "table": run_table_command}
+            "table": run_table_command, "check-cluster": cluster_check.run_check_cluster}

@@ -36,7 +36,7 @@ from ray.train._internal.storage import get_fs_and_path
 from sweeps.mlflow_client import ResilientClient
 from sweeps.results import ResultsTable
 from sweeps.searcher import RAY_TRIAL_ID, RAY_TRIAL_LATEST, RESUME_CHECKPOINT
-from sweeps.trial import STATE_FILE
+from sweeps.trial import TRAINING_STATE_FILE
 
 if TYPE_CHECKING:
     from sweeps.runner import SweepState
@@ -203,7 +203,7 @@ def last_checkpoint(state: SweepState, trial: optuna.trial.FrozenTrial, up_to_ep
                              key=lambda p: int(p.rsplit("_", 1)[1]), reverse=True)
     candidates += [trial.user_attrs[RESUME_CHECKPOINT]] if trial.user_attrs.get(RESUME_CHECKPOINT) else []
     for checkpoint in candidates:
-        epoch = _epoch_of(f"{checkpoint}/{STATE_FILE}")
+        epoch = _epoch_of(f"{checkpoint}/{TRAINING_STATE_FILE}")
         if epoch is not None and epoch <= up_to_epoch:
             return checkpoint
     return None

@@ -37,7 +37,7 @@ from sweeps.trial import run_trial
 from weightmom.errors import UsageError, require
 from weightmom.files import atomic_write
 
-STATE_FILE = "sweep.json"
+SWEEP_STATE_FILE = "sweep.json"
 SPACE_COPY = "space.yaml"  # the sweep folder carries its space: `pareto` and `best` need nothing else
 
 
@@ -88,9 +88,9 @@ class Plan:
 def plan(space: SearchSpace, options: SweepOptions) -> Plan:
     """Every check that needs no Ray and writes nothing: a bad request fails here, at once."""
     out = options.out
-    state_file = out / STATE_FILE
+    state_file = out / SWEEP_STATE_FILE
     if options.resume:
-        require(state_file.is_file(), f"--resume: {out} holds no sweep to resume ({STATE_FILE} missing)")
+        require(state_file.is_file(), f"--resume: {out} holds no sweep to resume ({SWEEP_STATE_FILE} missing)")
         state = SweepState(**json.loads(state_file.read_text()))
         require(state.space == space.name,
                 f"--resume: {out} holds a sweep of space {state.space!r}, not {space.name!r}")
@@ -137,7 +137,7 @@ def start_records(plan: Plan, options: SweepOptions) -> SweepState:
 
 
 def write_state(out: Path, state: SweepState) -> None:
-    atomic_write(out / STATE_FILE, lambda tmp: Path(tmp).write_text(json.dumps(asdict(state), indent=2)))
+    atomic_write(out / SWEEP_STATE_FILE, lambda tmp: Path(tmp).write_text(json.dumps(asdict(state), indent=2)))
 
 
 def _params(values: dict) -> list[Param]:
@@ -280,9 +280,9 @@ def close_orphans(space: SearchSpace, state: SweepState) -> None:
 
 
 def load_state(out: Path) -> SweepState:
-    path = out / STATE_FILE
+    path = out / SWEEP_STATE_FILE
     if not path.is_file():
-        raise UsageError(f"{out} holds no sweep ({STATE_FILE} missing)")
+        raise UsageError(f"{out} holds no sweep ({SWEEP_STATE_FILE} missing)")
     return SweepState(**json.loads(path.read_text()))
 
 

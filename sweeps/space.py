@@ -23,9 +23,9 @@ from sweeps.space_checks import (
     check_fixed,
     check_objectives,
     check_params,
-    check_schedule,
     check_sources,
     check_start_point,
+    final_density_epochs,
     flatten_fixed,
     possible_methods,
     resolve_early_stopping,
@@ -41,10 +41,9 @@ from sweeps.space_schema import (
     pydantic_message,
     read_space_file,
 )
-from weightmom.config import TrainConfig, build, merge
+from weightmom import contract
+from weightmom.contract import REPORTED_METRICS, TrainConfig
 from weightmom.errors import UsageError
-from weightmom.pruning import pruner_config
-from weightmom.training import REPORTED_METRICS
 
 if TYPE_CHECKING:
     import optuna
@@ -54,8 +53,6 @@ __all__ = ["REPORTED_METRICS", "SPACES_DIR", "CategoricalParam", "EarlyStopping"
            "shipped_spaces"]
 
 SPACES_DIR: Path = Path(search_spaces.__file__).parent
-# Schedule knobs count epochs of the real budget: a smoke test (1 epoch) drops them.
-SCHEDULE_KNOBS = ("pruner.prune_start", "pruner.prune_end", "pruner.prune_every")
 
 
 @dataclass(frozen=True)
@@ -108,7 +105,7 @@ class SearchSpace:
             return int(self.fixed["epochs"])
         if "epochs" in self.params:
             return int(max(v for _, v in self.params["epochs"].samples()))
-        return TrainConfig().epochs
+        return contract.default_value("epochs")
 
     def define_by_run(self, trial: optuna.Trial) -> dict:
         """Suggest the params in order, skipping those whose `when` fails; return the constants.
@@ -128,12 +125,7 @@ class SearchSpace:
 
     def train_config(self, flat: dict) -> TrainConfig:
         """A trial's flat config (`pruner.window` keys) -> a TrainConfig whose pruner knobs fit its method."""
-        values: dict[str, Any] = {}
-        for key, value in flat.items():
-            merge(values, key, value)
-        config = build(TrainConfig, values)
-        pruner_config(config.method, config.target_density, config.pruner)
-        return config
+        return contract.config_from_flat(flat)
 
     def with_overrides(self, **changes: Any) -> SearchSpace:
         """The same space with some fields replaced, e.g. trials and concurrency from CLI flags."""
@@ -147,7 +139,7 @@ class SearchSpace:
 
     def smoke_test(self) -> SearchSpace:
         """At most 2 trials of 1 epoch, no early stopping; schedule knobs (in epochs) fall to defaults."""
-        drop = {"epochs", *SCHEDULE_KNOBS}
+        drop = {"epochs", *contract.SCHEDULE_KNOBS}   # counted in epochs of the real budget
         return dataclasses.replace(
             self, trials=min(self.trials, 2),
             fixed={**{k: v for k, v in self.fixed.items() if k not in drop}, "epochs": 1},
@@ -196,8 +188,7 @@ def _compile(raw: RawSpace, path: Path, import_code: bool) -> SearchSpace:
         check_sources(raw, fixed)
     for i, point in enumerate(raw.start_points):
         check_start_point(i, point, raw, fixed)
-    check_schedule(raw, fixed)
-    enabled, grace_period = resolve_early_stopping(raw, fixed)
+    enabled, grace_period = resolve_early_stopping(raw, fixed, final_density_epochs(raw, fixed, methods))
     early_stopping = EarlyStopping(enabled, grace_period, raw.early_stopping.reduction_factor)
     check_objectives(raw, fixed, REPORTED_METRICS)
     trials, start_points = _trials_and_points(raw)

@@ -7,39 +7,30 @@ start points outside the space, unknown objectives and early stopping that canno
 
 from __future__ import annotations
 
-import dataclasses
+import itertools
 import math
 from typing import Any
 
 from sweeps.space_schema import CategoricalParam, FixedParam, FloatParam, Invalid, NumericParam, Param, RawSpace
-from weightmom.config import LR_SCHEDULES, OPTIMIZERS, TrainConfig, build, mapping_fields
-from weightmom.data_sources import check_dataset_name, data_loader
+from weightmom import contract
 from weightmom.errors import UsageError
-from weightmom.imports import is_import_path
-from weightmom.models import check_model_name, model_factory
-from weightmom.pruning import METHODS, pruner_config
 
 AUTO_EARLY_STOPPING_EPOCHS = 6   # below this, ASHA has too few rungs to be worth its noise
-NESTED = mapping_fields()        # pruner, model_args: set as pruner.<knob>, model_args.<argument>
-TRAIN_FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig) if f.name not in NESTED)
-REGISTRIES: dict[str, Any] = {"method": METHODS, "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES}
 
 
 def flatten_fixed(fixed: dict) -> dict:
-    flat = {k: v for k, v in fixed.items() if k not in NESTED}
-    for head in NESTED:
-        if head in fixed:
-            if not isinstance(fixed[head], dict):
-                raise Invalid(f"fixed.{head}: expected a mapping of {head}.<name> keys")
-            flat.update({f"{head}.{k}": v for k, v in fixed[head].items()})
-    return flat
+    """`fixed` as flat keys: `pruner: {window: 5}` and `pruner.window: 5` mean the same."""
+    for head in contract.NESTED:
+        if head in fixed and not isinstance(fixed[head], dict):
+            raise Invalid(f"fixed.{head}: expected a mapping of {head}.<name> keys")
+    return contract.flatten(fixed)
 
 
 def possible_methods(raw: RawSpace, fixed: dict) -> list[str]:
     """The methods trials can run, checked first: every knob check depends on them."""
     spec = raw.params.get("method")
     if spec is None:
-        named = [("fixed.method", fixed.get("method", TrainConfig().method))]
+        named = [("fixed.method", fixed.get("method", contract.default_value("method")))]
     elif isinstance(spec, (CategoricalParam, FixedParam)):
         named = [(f"params.method.{suffix}", value) for suffix, value in spec.samples()]
         if not named:   # before any check that asks which methods can run: with none, every one fails
@@ -47,40 +38,19 @@ def possible_methods(raw: RawSpace, fixed: dict) -> list[str]:
     else:
         raise Invalid("params.method: expected type categorical or fixed (method names)")
     for key, method in named:
-        if method not in METHODS:
-            raise Invalid(f"{key}: unknown method {method!r}; choose from: {', '.join(METHODS)}")
+        if method not in contract.METHOD_NAMES:
+            raise Invalid(f"{key}: unknown method {method!r}; choose from: {', '.join(contract.METHOD_NAMES)}")
     return [method for _, method in named]
 
 
-def _knobs(method: str) -> set[str]:
-    """The pruner.* knobs `method` accepts: its config's fields, less density and what the method fixes."""
-    return {f.name for f in dataclasses.fields(METHODS[method].config)} - {"density", *METHODS[method].fixed}
-
-
-def _knob_takers(knob: str, methods: list[str]) -> list[str]:
-    return [m for m in methods if knob in _knobs(m)]
-
-
 def _check_name(key: str, name: str, methods: list[str]) -> None:
-    """`name` is a TrainConfig field or a pruner knob that every method in `methods` accepts."""
-    head, dotted, knob = name.partition(".")
-    if name in NESTED or (dotted and head not in NESTED) or (dotted and not knob):
-        raise Invalid(f"{key}: expected a TrainConfig field, pruner.<knob> or model_args.<argument>; "
-                      f"nested keys exist only under {', '.join(NESTED)}")
-    if not dotted:
-        if name not in TRAIN_FIELDS:
-            raise Invalid(f"{key}: unknown key; expected a TrainConfig field ({', '.join(TRAIN_FIELDS)}), "
-                          f"pruner.<knob> or model_args.<argument>")
-        return
-    if head == "model_args":
-        return  # the model's own arguments: check_model_args matches them with its factory
-    if knob == "density":
-        raise Invalid(f"{key}: the target density is the top-level key 'density', not pruner.density")
-    takers = _knob_takers(knob, methods)
-    if not takers:
-        valid = sorted(set().union(*map(_knobs, methods)))
-        raise Invalid(f"{key}: unknown pruner knob for method {', '.join(methods)}; "
-                      f"valid knobs: {', '.join(valid) or 'none'}")
+    """`name` is a config key that every method in `methods` accepts; else how to make it so."""
+    try:
+        contract.check_name(name, methods)
+    except UsageError as err:
+        raise Invalid(f"{key}: {err}") from None
+    head, _, knob = name.partition(".")
+    takers = contract.methods_taking(knob, methods) if head == "pruner" else methods
     if len(takers) < len(methods):
         others = [m for m in methods if m not in takers]
         when = f"when: {{method: [{', '.join(takers)}]}}"
@@ -88,42 +58,18 @@ def _check_name(key: str, name: str, methods: list[str]) -> None:
         raise Invalid(f"{key}: method {', '.join(others)} does not take this knob; {hint}")
 
 
-def _reason(err: UsageError, name: str) -> str:
-    """A weightmom error without the key it starts with, when the caller's key path already names it."""
-    return str(err).removeprefix(f"{name}: ")
-
-
 def _check_value(key: str, name: str, value: Any, methods: list[str]) -> None:
-    """Registry names must exist; other values must pass TrainConfig's or each method config's checks.
-
-    TrainConfig checks each field on its own, so one key at a time pins any error on the right key.
-    """
     try:
-        if name in REGISTRIES and value not in REGISTRIES[name]:
-            raise UsageError(f"unknown {name} {value!r}; choose from: {', '.join(REGISTRIES[name])}")
-        if name == "model" and isinstance(value, str):
-            check_model_name(value)     # check_sources imports a user's model
-        if name == "dataset" and isinstance(value, str):
-            check_dataset_name(value)   # check_sources imports a user's loader, with its data_dir
-        if name.startswith("model_args."):
-            return
-        if name.startswith("pruner."):
-            for method in _knob_takers(name.removeprefix("pruner."), methods):
-                pruner_config(method, 0.1, {name.removeprefix("pruner."): value})
-        else:
-            build(TrainConfig, {name: value})
-        if name == "density":  # e.g. dense keeps every weight: a searched density would fail its trials
-            for method in methods:
-                pruner_config(method, value)
+        contract.check_value(name, value, methods)
     except UsageError as err:
-        raise Invalid(f"{key}: {_reason(err, name)}") from None
+        raise Invalid(f"{key}: {err}") from None
 
 
 def _possible(raw: RawSpace, fixed: dict, name: str) -> list[tuple[str, Any]]:
     """(key path, value) for every value `name` can take: its param's samples, else fixed, else the default."""
     if name in raw.params:
         return [(f"params.{name}.{suffix}", value) for suffix, value in raw.params[name].samples()]
-    return [(f"fixed.{name}", fixed.get(name, getattr(TrainConfig(), name)))]
+    return [(f"fixed.{name}", fixed.get(name, contract.default_value(name)))]
 
 
 def check_sources(raw: RawSpace, fixed: dict) -> None:
@@ -136,11 +82,11 @@ def check_sources(raw: RawSpace, fixed: dict) -> None:
         for key, model in _possible(raw, fixed, "model"):
             for _, width in _possible(raw, fixed, "width"):
                 where = key
-                model_factory(model, width if is_import_path(model) else 1.0, dict.fromkeys(names), partial=True)
+                contract.check_model_source(model, width, names)
         for key, dataset in _possible(raw, fixed, "dataset"):
             for _, data_dir in _possible(raw, fixed, "data_dir"):
                 where = key
-                data_loader(dataset, data_dir)
+                contract.check_data_source(dataset, data_dir)
     except UsageError as err:
         raise Invalid(f"{where}: {err}") from None
 
@@ -198,24 +144,39 @@ def check_params(raw: RawSpace, fixed: dict, methods: list[str]) -> None:
             _check_value(f"{key}.{suffix}", name, value, reach[name])
 
 
-def _numbers(raw: RawSpace, fixed: dict, name: str) -> tuple[str, list[float]]:
-    """Where `name` is set and the numeric values it can take there."""
-    where, values = (f"params.{name}", [v for _, v in raw.params[name].samples()]) if name in raw.params \
-        else (f"fixed.{name}", [fixed.get(name)])
-    return where, [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+def schedules(raw: RawSpace, fixed: dict, methods: list[str]) -> list[tuple[str, str, dict]]:
+    """(method, key path to blame, pruner knobs) for every schedule a trial can run: each method's fixed
+    pruner knobs with each combination of the searched schedule knobs' extreme values."""
+    searched = [k for k in contract.SCHEDULE_KNOBS if k in raw.params]
+    blame = next((f"{'params' if k in raw.params else 'fixed'}.{k}" for k in reversed(contract.SCHEDULE_KNOBS)
+                  if k in raw.params or k in fixed), "fixed.epochs")
+    combos = itertools.product(*[[v for _, v in raw.params[k].samples()] for k in searched])
+    settings = [dict(zip(searched, combo)) for combo in combos]
+    out = []
+    for method in methods:
+        for setting in settings:
+            knobs = {k.removeprefix("pruner."): v for k, v in {**fixed, **setting}.items() if k.startswith("pruner.")}
+            knobs = {k: v for k, v in knobs.items() if contract.methods_taking(k, [method])}
+            out.append((method, blame, knobs))
+    return out
 
 
-def check_schedule(raw: RawSpace, fixed: dict) -> None:
-    """Epoch-unit schedule knobs must fit the fixed budget and each other, or such trials fail at setup."""
-    if "epochs" in raw.params or "pruner.unit" in raw.params or fixed.get("pruner.unit", "epoch") != "epoch":
-        return
-    epochs = fixed.get("epochs", TrainConfig().epochs)
-    (_, starts), (end_key, ends) = _numbers(raw, fixed, "pruner.prune_start"), _numbers(raw, fixed, "pruner.prune_end")
-    if ends and max(ends) > epochs:
-        raise Invalid(f"{end_key}: expected at most the budget of {epochs} epochs, got {max(ends)}")
-    if starts and ends and max(starts) > min(ends):
-        raise Invalid(f"{end_key}: expected at least pruner.prune_start's largest value ({max(starts)}), "
-                      f"got {min(ends)}")
+def _budget(raw: RawSpace, fixed: dict) -> int:
+    return fixed.get("epochs", contract.default_value("epochs"))
+
+
+def final_density_epochs(raw: RawSpace, fixed: dict, methods: list[str]) -> list[float | None]:
+    """For every schedule a trial can run, the epoch from which it has its final density (None: counted in
+    steps). Raises Invalid when a schedule cannot fit the fixed budget, or such trials would fail at setup."""
+    if "epochs" in raw.params or "pruner.unit" in raw.params:
+        return [None]
+    epochs, ends = _budget(raw, fixed), []
+    for method, blame, knobs in schedules(raw, fixed, methods):
+        try:
+            ends.append(contract.final_density_epoch(method, knobs, epochs))
+        except UsageError as err:
+            raise Invalid(f"{blame}: {err}") from None
+    return ends
 
 
 def check_start_point(index: int, point: dict, raw: RawSpace, fixed: dict) -> None:
@@ -259,21 +220,28 @@ def check_objectives(raw: RawSpace, fixed: dict, reported: tuple[str, ...]) -> N
         seen.add(o.metric)
 
 
-def resolve_early_stopping(raw: RawSpace, fixed: dict) -> tuple[bool, int]:
-    """(enabled, grace period), auto resolved: ASHA compares trials at shared epochs, so it needs a fixed
-    budget of some length."""
-    es, epochs = raw.early_stopping, fixed.get("epochs", TrainConfig().epochs)
+def resolve_early_stopping(raw: RawSpace, fixed: dict, final_epochs: list[float | None]) -> tuple[bool, int]:
+    """(enabled, grace period), auto resolved. ASHA compares trials at shared epochs, so it needs a fixed
+    budget of some length; and before a trial has its final density it is ahead just for being denser, so
+    the default grace period is the latest epoch `final_epochs` (from final_density_epochs) names."""
+    es, epochs = raw.early_stopping, _budget(raw, fixed)
     if es.enabled is True and "epochs" in raw.params:
         raise Invalid("early_stopping.enabled: ASHA needs a fixed budget, but params.epochs is searched")
-    enabled = es.enabled if es.enabled != "auto" else (
-        "epochs" not in raw.params and epochs >= AUTO_EARLY_STOPPING_EPOCHS)
-    # Before pruning ends, a denser trial is ahead just for being dense: compare only after the last prune_end.
-    _, ends = _numbers(raw, fixed, "pruner.prune_end")
-    pruning_done = math.ceil(max(ends)) if ends else round(0.75 * epochs)
+    unknown = None in final_epochs
+    pruning_done = max(1, math.ceil(max((e for e in final_epochs if e is not None), default=0)))
     grace = es.grace_period if es.grace_period is not None else pruning_done
+    enabled = es.enabled
+    if enabled == "auto":   # only where it can work: a fixed budget of some length, compared after pruning
+        known_in_time = es.grace_period is not None or (not unknown and pruning_done < epochs)
+        enabled = "epochs" not in raw.params and epochs >= AUTO_EARLY_STOPPING_EPOCHS and known_in_time
+    if enabled and unknown and es.grace_period is None:
+        raise Invalid("early_stopping.grace_period: the pruning schedule counts optimizer steps, so the epoch at "
+                      "which trials reach their final density is not known here; set grace_period")
     if enabled and grace >= epochs:
-        raise Invalid(f"early_stopping.grace_period: expected fewer than the {epochs} epochs, got {grace}")
-    if enabled and grace < pruning_done and fixed.get("pruner.unit", "epoch") == "epoch":
-        raise Invalid(f"early_stopping.grace_period: expected at least {pruning_done} (the latest prune_end), "
-                      f"so trials are compared at their final density; got {grace}")
-    return enabled, grace
+        raise Invalid(f"early_stopping.grace_period: expected fewer than the {epochs} epochs, got {grace}"
+                      + ("" if es.grace_period is not None else " (the epoch from which every trial has its final "
+                                                                "density)"))
+    if enabled and grace < pruning_done and not unknown:
+        raise Invalid(f"early_stopping.grace_period: expected at least {pruning_done} (the epoch from which every "
+                      f"trial has its final density), so trials are compared at their final density; got {grace}")
+    return bool(enabled), grace

@@ -16,7 +16,7 @@ from sweeps.results import MODEL_FILE
 from sweeps.space import SearchSpace
 from weightmom.training import TrainResult, train
 
-STATE_FILE = "state.pt"   # the full training state: what a retried or resumed trial continues from
+TRAINING_STATE_FILE = "state.pt"   # the full training state: what a retried or resumed trial continues from
 # A dense training state is several times the sparse model; on a GPU sweep writing it to shared
 # storage every epoch would cost more than it saves. Tests set this to 0.
 CHECKPOINT_EVERY_S = float(os.environ.get("WEIGHTMOM_CHECKPOINT_EVERY_S", "120"))
@@ -48,7 +48,7 @@ def run_trial(config: dict, space: SearchSpace) -> None:
         with tempfile.TemporaryDirectory() as folder:
             result.save(str(Path(folder) / MODEL_FILE))
             if not final:
-                result.save_state(str(Path(folder) / STATE_FILE))
+                result.save_state(str(Path(folder) / TRAINING_STATE_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
         last_checkpoint = time.monotonic()
 
@@ -62,5 +62,5 @@ def restored_state(checkpoint: tune.Checkpoint | str | None) -> dict | None:
     if isinstance(checkpoint, str):
         checkpoint = tune.Checkpoint(checkpoint)
     with checkpoint.as_directory() as folder:
-        path = Path(folder) / STATE_FILE
+        path = Path(folder) / TRAINING_STATE_FILE
         return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None

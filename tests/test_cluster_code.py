@@ -17,7 +17,7 @@ import yaml
 
 from sweeps.results import read_table
 from tests.test_own_model import USER_MODULE, make_shapes
-from weightmom.cli import main
+from weightmom_sweeps.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

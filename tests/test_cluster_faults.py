@@ -159,6 +159,9 @@ class Background:
         return self.rows
 
 
+SNAPSHOT_WAIT_S = 2.5   # longer than the sweep's snapshot period (TUNE_GLOBAL_CHECKPOINT_S = 2)
+
+
 def wait_for(condition, timeout: float, what: str, alive=lambda: True) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -224,28 +227,42 @@ def test_lost_worker_node_retries_its_trial_from_the_last_checkpoint(tmp_path: P
 
 def test_killed_driver_resumes_against_the_surviving_cluster(tmp_path: Path, cluster, mlflow_server) -> None:
     out = tmp_path / "sweep"
-    trials, epochs = 5, 6
+    trials, epochs = 5, 40   # long enough to stay in flight past a snapshot
     space = write_space(tmp_path, "driver-kill", trials=trials, concurrency=2, epochs=epochs,
                         resources={"cpu": 1, "gpu": 1})
-    command = [sys.executable, "-m", "weightmom", "sweep", str(space), "--address", cluster.address,
+    command = [sys.executable, "-m", "weightmom_sweeps", "sweep", str(space), "--address", cluster.address,
                "--out", str(out), "--storage-path", str(out / "ray"), "--tracking-uri", mlflow_server.uri,
                "--verbose", "0"]
     log = tmp_path / "first.log"
 
-    def running() -> bool:
-        assert driver.poll() is None, log.read_text()[-3000:]
+    def running(seen=None) -> bool:
+        assert driver.poll() is None, f"{seen} {log.read_text()[-3000:]}"
         return True
 
+    first_seen: dict[str, float] = {}
+
     def in_flight() -> set[str]:
-        """Trials with a checkpoint and no row yet."""
+        """Trials with no row yet whose checkpoint the driver has had long enough to put in a snapshot.
+
+        A checkpoint on disk is not yet one Ray's experiment snapshot names: the driver records it when
+        it processes the result, and snapshots at most every TUNE_GLOBAL_CHECKPOINT_S (2 s) after that.
+        """
+        client = MlflowClient(mlflow_server.uri)
         done = {r["trial_id"] for r in read_table(out / "trials.parquet")} if rows_so_far(out) else set()
-        return {t for t, index in checkpoints(out).items() if index >= 1} - done
+        now = time.monotonic()
+        logged = child_runs(client, out) if (out / "sweep.json").exists() else {}
+        for trial in {t for t, index in checkpoints(out).items() if index >= 1} - done:
+            # The recorder flushes a trial's epochs to MLflow when the driver takes its checkpoint.
+            if trial in logged and len(steps(client, logged[trial])) >= 2:
+                first_seen.setdefault(trial, now)
+        return {t for t, seen in first_seen.items() if t not in done and now - seen >= SNAPSHOT_WAIT_S}
 
     with open(log, "wb") as sink:
         # Its own session: the SIGKILL takes the driver only; the cluster, started by this test, lives on.
         driver = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for(lambda: rows_so_far(out) >= 1 and in_flight(), 180, "a finished trial and one in flight", running)
+        wait_for(lambda: bool(in_flight()) and rows_so_far(out) >= 1, 180,
+                 "a finished trial and one in flight", lambda: running(first_seen))
         interrupted = in_flight()
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait(timeout=30)
@@ -345,8 +362,8 @@ def test_mlflow_server_restart_mid_sweep_loses_no_metric(tmp_path: Path, cluster
 def test_local_storage_is_refused_when_trials_may_run_on_other_machines(tmp_path: Path, cluster, capsys,
                                                                        monkeypatch) -> None:
     from sweeps.storage import NETWORK_FILESYSTEMS, check_shared, filesystem_type, trials_run_elsewhere
-    from weightmom.cli import main
     from weightmom.errors import UsageError
+    from weightmom_sweeps.cli import main
 
     local = str(tmp_path / "ray")
     assert filesystem_type(tmp_path) not in NETWORK_FILESYSTEMS

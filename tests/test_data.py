@@ -23,14 +23,10 @@ from weightmom.data import (
 )
 from weightmom.errors import UsageError
 
-CIFAR_ROOT = (
-    Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-mini"
-)
+CIFAR_ROOT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cifar10-mini"
 CIFAR_BATCHES = CIFAR_ROOT / "cifar-10-batches-py"
 
-needs_cifar = pytest.mark.skipif(
-    not CIFAR_BATCHES.is_dir(), reason=f"CIFAR-10 subset not found at {CIFAR_BATCHES}"
-)
+needs_cifar = pytest.mark.skipif(not CIFAR_BATCHES.is_dir(), reason=f"CIFAR-10 subset not found at {CIFAR_BATCHES}")
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +46,7 @@ def _collect(dataset: TensorDataset, split: str, batch_size: int, **kwargs):
     return torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
 
 
-def _write_batch(
-    path: Path, data: np.ndarray, labels: list[int], key: str = "labels"
-) -> None:
+def _write_batch(path: Path, data: np.ndarray, labels: list[int], key: str = "labels") -> None:
     with path.open("wb") as f:
         pickle.dump({"data": data, key: labels}, f)
 
@@ -75,10 +69,7 @@ def test_cifar10_subset(cifar: TensorDataset) -> None:
         assert 0 <= int(labels.min()) and int(labels.max()) <= 9
     counts = torch.bincount(cifar.train_labels, minlength=10)
     assert int(counts.min()) > 0.7 * 372.8 and int(counts.max()) < 1.3 * 372.8
-    assert (
-        cifar.mean.dtype == cifar.std.dtype == torch.float32
-        and cifar.mean.shape == (3,)
-    )
+    assert cifar.mean.dtype == cifar.std.dtype == torch.float32 and cifar.mean.shape == (3,)
     assert all(100 < m < 140 for m in cifar.mean.tolist()), cifar.mean
     assert all(50 < s < 80 for s in cifar.std.tolist()), cifar.std
     # The red plane comes first: CIFAR's red mean exceeds its blue mean.
@@ -123,18 +114,13 @@ def test_cifar100_layout(tmp_path: Path) -> None:
     ds = load_dataset("cifar100", data_dir=str(tmp_path))
     assert ds.num_classes == 100 and ds.train_labels.tolist() == [0, 99, 5, 7, 42]
     # Row layout: 1024 red, then green, then blue values of a row-major 32x32 image.
-    assert torch.equal(
-        ds.train_images[1, 1, 2, 3], torch.tensor(data[1, 1024 + 2 * 32 + 3])
-    )
+    assert torch.equal(ds.train_images[1, 1, 2, 3], torch.tensor(data[1, 1024 + 2 * 32 + 3]))
 
 
 def test_digits_split(digits: TensorDataset) -> None:
     assert digits.train_images.shape == (1347, 1, 8, 8)
     assert digits.test_images.shape == (450, 1, 8, 8)
-    assert (
-        digits.train_images.dtype == torch.uint8
-        and int(digits.train_images.max()) == 16
-    )
+    assert digits.train_images.dtype == torch.uint8 and int(digits.train_images.max()) == 16
     assert digits.input_shape == (1, 8, 8) and digits.num_classes == 10
     assert not digits.augment
     test_counts = torch.bincount(digits.test_labels, minlength=10)
@@ -176,19 +162,14 @@ def _indexed(dataset: TensorDataset) -> TensorDataset:
 
 
 @pytest.mark.parametrize("name", ["digits", "cifar"])
-def test_epoch_covers_every_example_once(
-    name: str, request: pytest.FixtureRequest
-) -> None:
+def test_epoch_covers_every_example_once(name: str, request: pytest.FixtureRequest) -> None:
     ds = _indexed(request.getfixturevalue(name))
     n = ds.train_images.shape[0]
     gen = torch.Generator().manual_seed(0)
     batches = list(iterate_batches(ds, "train", 500, shuffle=True, generator=gen))
     assert [b[0].shape[0] for b in batches] == [500] * (n // 500) + [n % 500]
     for images, labels in batches:
-        assert (
-            images.dtype == torch.float32
-            and images.shape[1:] == ds.train_images.shape[1:]
-        )
+        assert images.dtype == torch.float32 and images.shape[1:] == ds.train_images.shape[1:]
         assert labels.dtype == torch.int64
     seen = torch.cat([b[1] for b in batches])
     assert torch.equal(seen.sort().values, torch.arange(n))
@@ -200,9 +181,7 @@ def test_drop_last(digits: TensorDataset) -> None:
     assert len(batches) == 13 and all(b[0].shape == (100, 1, 8, 8) for b in batches)
 
 
-def test_normalised_train_statistics(
-    digits: TensorDataset, cifar: TensorDataset
-) -> None:
+def test_normalised_train_statistics(digits: TensorDataset, cifar: TensorDataset) -> None:
     images, _ = _collect(digits, "train", 256, shuffle=False)
     assert abs(float(images.mean())) < 1e-4 and abs(float(images.std()) - 1) < 1e-3
     full = normalize(cifar.train_images, cifar)
@@ -212,15 +191,9 @@ def test_normalised_train_statistics(
 
 
 def test_same_seed_same_order(cifar: TensorDataset) -> None:
-    first = _collect(
-        cifar, "train", 1000, shuffle=True, generator=torch.Generator().manual_seed(3)
-    )
-    second = _collect(
-        cifar, "train", 1000, shuffle=True, generator=torch.Generator().manual_seed(3)
-    )
-    other = _collect(
-        cifar, "train", 1000, shuffle=True, generator=torch.Generator().manual_seed(4)
-    )
+    first = _collect(cifar, "train", 1000, shuffle=True, generator=torch.Generator().manual_seed(3))
+    second = _collect(cifar, "train", 1000, shuffle=True, generator=torch.Generator().manual_seed(3))
+    other = _collect(cifar, "train", 1000, shuffle=True, generator=torch.Generator().manual_seed(4))
     assert torch.equal(first[0], second[0]) and torch.equal(first[1], second[1])
     assert not torch.equal(first[1], other[1])
 
@@ -233,9 +206,7 @@ def test_test_split_never_augments(cifar: TensorDataset) -> None:
 
 
 def test_train_split_augments_cifar(cifar: TensorDataset) -> None:
-    images, _ = _collect(
-        cifar, "train", 1000, shuffle=False, generator=torch.Generator()
-    )
+    images, _ = _collect(cifar, "train", 1000, shuffle=False, generator=torch.Generator())
     assert not torch.equal(images, normalize(cifar.train_images, cifar))
 
 
@@ -281,9 +252,7 @@ def test_augment_is_a_crop_of_the_padded_image(cifar: TensorDataset) -> None:
     # One sample checked by hand: output = padded[dy:dy+32, dx:dx+32], flipped if drawn so.
     flip, dy, dx = next(m for m in sorted(found) if m[1:] != (4, 4))
     i = next(
-        i
-        for i in range(batch.shape[0])
-        if torch.equal(out[i].flip(-1) if flip else out[i], windows[i, :, dy, dx])
+        i for i in range(batch.shape[0]) if torch.equal(out[i].flip(-1) if flip else out[i], windows[i, :, dy, dx])
     )
     expected = padded[i, :, dy : dy + 32, dx : dx + 32]
     assert torch.equal(out[i], expected.flip(-1) if flip else expected)
@@ -293,13 +262,9 @@ def test_augment_flips_match_flipped_original(cifar: TensorDataset) -> None:
     batch = cifar.train_images[:64]
     out = augment_batch(batch, torch.Generator().manual_seed(0))
     # A flipped output is a window of the padded *flipped* original.
-    flipped_windows = (
-        F.pad(batch.flip(-1), (4, 4, 4, 4)).unfold(2, 32, 1).unfold(3, 32, 1)
-    )
+    flipped_windows = F.pad(batch.flip(-1), (4, 4, 4, 4)).unfold(2, 32, 1).unfold(3, 32, 1)
     flipped = [
-        i
-        for i in range(batch.shape[0])
-        if (flipped_windows[i] == out[i][:, None, None]).flatten(3).all(3).all(0).any()
+        i for i in range(batch.shape[0]) if (flipped_windows[i] == out[i][:, None, None]).flatten(3).all(3).all(0).any()
     ]
     assert 10 < len(flipped) < 54  # about half of 64
 
@@ -318,9 +283,7 @@ def test_augment_pads_with_zeros() -> None:
         dim=1,
     )
     has_zero_border = (border == 0).any(1)
-    assert (
-        0 < int(has_zero_border.sum()) < 256
-    )  # most crops shift, a few (dy=dx=4) do not
+    assert 0 < int(has_zero_border.sum()) < 256  # most crops shift, a few (dy=dx=4) do not
     # Zeros only ever form whole border rows/columns: the centre stays white.
     assert bool((out[:, :, 4:28, 4:28] == 255).all())
 
@@ -356,9 +319,7 @@ def test_dir_without_batches(tmp_path: Path) -> None:
 
 def test_corrupt_batch(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
-    (tmp_path / "data_batch_1").write_bytes(
-        rng.integers(0, 256, 5000, dtype=np.uint8).tobytes()
-    )
+    (tmp_path / "data_batch_1").write_bytes(rng.integers(0, 256, 5000, dtype=np.uint8).tobytes())
     _write_batch(tmp_path / "test_batch", np.zeros((2, 3072), dtype=np.uint8), [0, 1])
     message = _usage_error("cifar10", data_dir=str(tmp_path))
     assert "data_batch_1" in message and str(tmp_path) in message
@@ -417,7 +378,7 @@ def test_validation_split_is_stratified_disjoint_and_fixed_by_its_own_seed(digit
 def test_validation_split_names_a_class_left_without_samples(digits: TensorDataset) -> None:
     labels = digits.train_labels.clone()
     sevens = torch.nonzero(labels == 7).flatten()
-    labels[sevens[1:]] = 3   # one 7 left: 10% of it rounds to no validation sample
+    labels[sevens[1:]] = 3  # one 7 left: 10% of it rounds to no validation sample
     rare = dataclasses.replace(digits, train_labels=labels)
     with pytest.raises(UsageError, match="leaves class '7'"):
         split_validation(rare, 0.1)
@@ -435,8 +396,7 @@ def test_training_seeds_share_one_validation_split(monkeypatch) -> None:
         return result
 
     monkeypatch.setattr(training, "split_validation", recording)
-    runs = [training.train(training.TrainConfig(epochs=1, seed=seed, device="cpu"), progress=False)
-            for seed in (0, 1)]
+    runs = [training.train(training.TrainConfig(epochs=1, seed=seed, device="cpu"), progress=False) for seed in (0, 1)]
     assert torch.equal(seen[0], seen[1])
     assert runs[0].metrics["val_size"] == runs[1].metrics["val_size"] == seen[0].shape[0]
     assert runs[0].metrics["train_size"] + runs[0].metrics["val_size"] == 1347

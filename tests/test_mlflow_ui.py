@@ -17,7 +17,7 @@ from sweeps.mlflow_ui import runs_page
 from sweeps.results import read_table
 from sweeps.runner import load_state, load_sweep_space
 from tests.test_sweeps import write_space
-from weightmom.cli import main
+from weightmom_sweeps.cli import main
 
 CHROMIUM = next((path for name in ("chromium", "chromium-browser", "google-chrome") if (path := shutil.which(name))),
                 None)

@@ -20,9 +20,7 @@ def n_params(model: nn.Module) -> int:
 
 
 @functools.cache
-def param_count(
-    name: str, shape: tuple[int, int, int], classes: int, width: float
-) -> int:
+def param_count(name: str, shape: tuple[int, int, int], classes: int, width: float) -> int:
     """Parameter count, cached so the big models are only built once per configuration."""
     torch.manual_seed(0)
     return n_params(create_model(name, shape, classes, width))
@@ -131,10 +129,7 @@ def test_same_seed_same_parameters(name: str) -> None:
         assert torch.equal(first[key], second[key]), key
     torch.manual_seed(124)
     other = create_model(name, DIGITS, 10, width=0.25)
-    assert any(
-        not torch.equal(a, b)
-        for a, b in zip(models[0].parameters(), other.parameters())
-    )
+    assert any(not torch.equal(a, b) for a, b in zip(models[0].parameters(), other.parameters()))
 
 
 def test_modules_registered_in_forward_order() -> None:
@@ -142,10 +137,6 @@ def test_modules_registered_in_forward_order() -> None:
     torch.manual_seed(0)
     for name in MODELS:
         model = create_model(name, DIGITS, 10, width=0.25)
-        first = next(
-            m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))
-        )
-        in_size = (
-            first.in_channels if isinstance(first, nn.Conv2d) else first.in_features
-        )
+        first = next(m for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
+        in_size = first.in_channels if isinstance(first, nn.Conv2d) else first.in_features
         assert in_size in (1, 64), name

@@ -2,7 +2,7 @@
 
 The user's folder (a temp dir) holds `mymod.py` and an ImageFolder of drawn shapes (3 classes, PNGs
 written with PIL by examples/make_shapes.py). Commands run there as a user runs them: `python -m
-weightmom` with that folder as the current directory, which is how `mymod` is found.
+weightmom_sweeps` with that folder as the current directory, which is how `mymod` is found.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import yaml
 
 from tests.conftest import REPO
 from weightmom import TrainConfig, train
-from weightmom.cli import main
 from weightmom.errors import UsageError
+from weightmom_sweeps.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -78,9 +78,9 @@ def user_dir(tmp_path_factory) -> Path:
 
 
 def weightmom(*args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    """`python -m weightmom ...` in the user's folder, with this checkout's code."""
+    """`python -m weightmom_sweeps ...` in the user's folder, with this checkout's code."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "weightmom", *args], cwd=cwd, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "weightmom_sweeps", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
 
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from sweeps.space import REPORTED_METRICS, SPACES_DIR, SearchSpace, find_space, load_space, shipped_spaces
-from weightmom.config import TrainConfig
+from weightmom.contract import TrainConfig, flat_config
 from weightmom.errors import UsageError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -80,7 +80,9 @@ def test_every_shipped_space_loads(name):
 def test_every_shipped_space_samples_valid_configs(name):
     space = load_space(name)
     for params, constants in sample(space, 12):
-        space.train_config({**params, **constants})
+        trial = {**params, **constants}
+        recorded = flat_config(space.train_config(trial))
+        assert {key: recorded[key] for key in trial} == trial, "the built config carries every sampled value"
 
 
 def test_digits_quick_is_the_cheap_default():
@@ -398,7 +400,7 @@ def test_trials_is_required_except_for_a_grid(tmp_path):
      "bad-space.yaml: params.method.choices: expected a non-empty list"),
 ])
 def test_binary_file_and_empty_method_choices_give_one_line_and_exit_2(tmp_path, capsys, content, expected):
-    from weightmom.cli import main
+    from weightmom_sweeps.cli import main
 
     path = tmp_path / "bad-space.yaml"
     path.write_bytes(content)

@@ -20,7 +20,7 @@ from sweeps.results import read_table
 from sweeps.runner import load_state
 from sweeps.searcher import BudgetAwareOptunaSearch
 from sweeps.space import load_space
-from weightmom.cli import main
+from weightmom_sweeps.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -170,7 +170,7 @@ def test_best_picks_under_a_constraint_and_exports_the_pruned_model(tmp_path: Pa
 def test_killed_driver_resumes_without_duplicates(tmp_path: Path, mlflow_server) -> None:
     out = tmp_path / "sweep"
     space = write_space(tmp_path, "resume-sweep", trials=8)
-    command = [sys.executable, "-m", "weightmom", "sweep", str(space), "--out", str(out),
+    command = [sys.executable, "-m", "weightmom_sweeps", "sweep", str(space), "--out", str(out),
                "--tracking-uri", mlflow_server.uri, "--verbose", "0"]
     log = open(tmp_path / "first.log", "wb")
     # Its own session, so the SIGKILL takes the driver and the Ray it started: a crashed laptop.

@@ -35,7 +35,7 @@ ENV = {**os.environ, "WEIGHTMOM_CHECKPOINT_EVERY_S": "0", "PYTHONPATH": str(REPO
 
 
 def sweep_command(space: Path, out: Path, uri: str) -> list[str]:
-    return [sys.executable, "-m", "weightmom", "sweep", str(space), "--out", str(out), "--tracking-uri", uri,
+    return [sys.executable, "-m", "weightmom_sweeps", "sweep", str(space), "--out", str(out), "--tracking-uri", uri,
             "--verbose", "0"]
 
 

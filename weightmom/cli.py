@@ -1,6 +1,7 @@
-"""The `weightmom` command: train and evaluate here; sweep, pareto and best come from sweeps/.
+"""The library's commands, `train` and `evaluate`, and the error handling every `weightmom` command shares.
 
-Every user error ends as one line on stderr and exit code 2; nothing is
+The `weightmom` console script (weightmom_sweeps.cli) adds the sweep commands as an extension; this
+module knows nothing of them. Every user error ends as one line on stderr and exit code 2; nothing is
 written unless the run succeeds, and then atomically.
 """
 
@@ -10,7 +11,9 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Protocol
 
 from weightmom.errors import TrainingDiverged, UsageError
 from weightmom.files import atomic_write, check_writable
@@ -68,15 +71,16 @@ def add_train_parser(commands) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from weightmom.checkpoint import atomic_save
     from weightmom.config import resolve_config
-    from weightmom.training import train
 
     flags = {k: getattr(args, k) for k in ("dataset", "data_dir", "image_size", "model", "width", "method",
                                             "density", "epochs", "lr", "batch_size", "seed", "device")}
-    config = resolve_config(args.preset, args.config, flags, args.assignments)
+    config = resolve_config(args.preset, args.config, flags, args.assignments)   # torch is not loaded yet
     for path, flag in ((args.json, "--json"), (args.save, "--save"), (args.save_masks, "--save-masks")):
         check_writable(path, flag)
+    from weightmom.checkpoint import atomic_save
+    from weightmom.training import train
+
     result = train(config, progress=False if args.quiet else None)
     if args.save:
         result.save(args.save)
@@ -133,33 +137,38 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="weightmom", description="Momentum-based weight pruning, and sweeps over it.")
-    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+class Extension(Protocol):
+    """A package's commands: `add_parsers(subparsers)` registers them, COMMANDS runs them by name."""
+
+    COMMANDS: dict[str, Callable[[argparse.Namespace], int]]
+
+    def add_parsers(self, commands) -> None: ...
+
+
+def add_parsers(commands) -> None:
     add_train_parser(commands)
     add_evaluate_parser(commands)
-    if SWEEPS is not None:
-        SWEEPS.add_parsers(commands)
+
+
+COMMANDS = {"train": run_train, "evaluate": run_evaluate}
+
+
+def build_parser(extensions: Iterable[Extension] = ()) -> argparse.ArgumentParser:
+    parser = _Parser(prog="weightmom", description="Momentum-based weight pruning, and sweeps over it.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    add_parsers(commands)
+    for extension in extensions:
+        extension.add_parsers(commands)
     return parser
 
 
-def _sweep_commands():
-    """The sweep commands live in the optional `sweeps` package; the core does not depend on it."""
+def main(argv: list[str] | None = None, extensions: Iterable[Extension] = ()) -> int:
+    """Parse and run one command; `extensions` add commands (the sweep package's, for the console script)."""
+    extensions = list(extensions)
+    commands = {k: v for table in [COMMANDS, *(e.COMMANDS for e in extensions)] for k, v in table.items()}
     try:
-        import sweeps.cli
-    except ImportError:
-        return None
-    return sweeps.cli
-
-
-SWEEPS = _sweep_commands()
-COMMANDS = {"train": run_train, "evaluate": run_evaluate, **(SWEEPS.COMMANDS if SWEEPS else {})}
-
-
-def main(argv: list[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-        return COMMANDS[args.command](args)
+        args = build_parser(extensions).parse_args(argv)
+        return commands[args.command](args)
     except UsageError as err:
         print(f"weightmom: error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -7,10 +7,8 @@ silently falls back to a default wastes a GPU-night.
 
 from __future__ import annotations
 
-import dataclasses
 import math
-import types
-import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,8 @@ from typing import Any
 import yaml
 
 from weightmom.errors import UsageError, require
+from weightmom.methods import check_density, pruner_config
+from weightmom.strict import build, field_types
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("cosine", "step", "constant")
@@ -52,21 +52,10 @@ class TrainConfig:
     device: str = "auto"              # auto | cpu | cuda | cuda:N
 
     def __post_init__(self) -> None:
-        require(self.epochs > 0, f"epochs must be a positive integer (got {self.epochs})")
-        require(self.lr > 0 and math.isfinite(self.lr), f"lr must be positive (got {self.lr})")
-        require(self.batch_size > 0, f"batch_size must be positive (got {self.batch_size})")
-        require(self.width > 0, f"width must be positive (got {self.width})")
-        require(self.image_size > 0, f"image_size must be a positive integer (got {self.image_size})")
-        require(self.density is None or 0 < self.density <= 1,
-                f"density must be in (0, 1] (got {self.density})")
-        require(self.optimizer in OPTIMIZERS,
-                f"unknown optimizer {self.optimizer!r}; choose from: {', '.join(OPTIMIZERS)}")
-        require(self.lr_schedule in LR_SCHEDULES,
-                f"unknown lr_schedule {self.lr_schedule!r}; choose from: {', '.join(LR_SCHEDULES)}")
-        require(self.weight_decay >= 0, f"weight_decay must be >= 0 (got {self.weight_decay})")
-        require(0 <= self.label_smoothing < 1, f"label_smoothing must be in [0, 1) (got {self.label_smoothing})")
-        require(0 <= self.val_fraction < 0.5, f"val_fraction must be in [0, 0.5) (got {self.val_fraction})")
-        require(self.lr_step_epochs > 0, f"lr_step_epochs must be positive (got {self.lr_step_epochs})")
+        for name in ("density", *CHOICES, *FIELD_RULES):
+            check_field(name, getattr(self, name))
+        # The method's knobs too: a typo in pruner.* fails here, before any data is read.
+        pruner_config(self.method, self.target_density, self.pruner)
 
     @property
     def target_density(self) -> float:
@@ -75,64 +64,39 @@ class TrainConfig:
         return 1.0 if self.method == "dense" else 0.1
 
 
+CHOICES: dict[str, tuple[str, ...]] = {"optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES}
+# Each field's own rule, as (holds, what it must be); types are checked by `build`.
+FIELD_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "epochs": (lambda v: v > 0, "must be a positive integer"),
+    "lr": (lambda v: v > 0 and math.isfinite(v), "must be positive"),
+    "batch_size": (lambda v: v > 0, "must be positive"),
+    "width": (lambda v: v > 0, "must be positive"),
+    "image_size": (lambda v: v > 0, "must be a positive integer"),
+    "weight_decay": (lambda v: v >= 0, "must be >= 0"),
+    "label_smoothing": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "val_fraction": (lambda v: 0 <= v < 0.5, "must be in [0, 0.5)"),
+    "lr_step_epochs": (lambda v: v > 0, "must be positive"),
+}
+
+
+def check_field(name: str, value: Any) -> None:
+    """One TrainConfig field's own rule, without building a config (a search space checks key by key)."""
+    if name == "density":
+        if value is not None:
+            check_density(value)
+    elif name in CHOICES:
+        require(value in CHOICES[name], f"unknown {name} {value!r}; choose from: {', '.join(CHOICES[name])}")
+    elif name in FIELD_RULES:
+        holds, expected = FIELD_RULES[name]
+        require(holds(value), f"{name} {expected} (got {value})")
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     # The paper's schedule: Adam, lr 0.05 halved every 30 epochs, batch 128.
     "paper": {"optimizer": "adam", "lr": 0.05, "lr_schedule": "step", "lr_step_epochs": 30,
               "lr_step_gamma": 0.5, "batch_size": 128, "weight_decay": 0.0},
 }
-
-
-def coerce(value: Any, hint: Any, key: str) -> Any:
-    """Check `value` against a dataclass field's type, converting only where lossless."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        options = [a for a in typing.get_args(hint) if a is not type(None)]
-        if value is None:
-            return None
-        hint = options[0]
-    if typing.get_origin(hint) is tuple:
-        return _coerce_sequence(value, typing.get_args(hint)[0], key)
-    expected = getattr(hint, "__name__", str(hint))
-    if hint is bool and isinstance(value, bool):
-        return value
-    if hint is int and isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if hint is float and not isinstance(value, bool):
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    if hint is str and isinstance(value, str):
-        return value
-    if hint is dict and isinstance(value, dict):
-        return value
-    raise UsageError(f"{key}: expected {expected}, got {value!r}")
-
-
-def _coerce_sequence(value: Any, item: Any, key: str) -> tuple:
-    """A `tuple[X, ...]` field takes a list, one X, or (as search spaces hold only scalars) a string "x1,x2"."""
-    if isinstance(value, str):
-        value = [part.strip() for part in value.split(",")]
-        if item is int:
-            value = [int(part) if part.lstrip("+-").isdigit() else part for part in value]
-    items = value if isinstance(value, (list, tuple)) else [value]
-    try:
-        return tuple(coerce(v, item, key) for v in items)
-    except UsageError:
-        raise UsageError(f"{key}: expected a list of {item.__name__}, got {value!r}") from None
-
-
-def build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
-    """Construct dataclass `cls` from a mapping, naming any unknown or mistyped key."""
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls) if f.init}
-    for key in values:
-        if key not in known:
-            raise UsageError(f"unknown config key '{prefix}{key}'; known keys: {', '.join(sorted(known))}")
-    return cls(**{k: coerce(v, hints[k], f"{prefix}{k}") for k, v in values.items()})
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:
@@ -147,8 +111,7 @@ def parse_assignment(text: str) -> tuple[str, Any]:
 
 def mapping_fields(cls: type = TrainConfig) -> tuple[str, ...]:
     """The dict-valued fields (`pruner`, `model_args`): the only keys that take dotted sub-keys."""
-    hints = typing.get_type_hints(cls)
-    return tuple(f.name for f in dataclasses.fields(cls) if hints[f.name] is dict)
+    return tuple(name for name, hint in field_types(cls).items() if hint is dict)
 
 
 def merge(values: dict[str, Any], key: str, value: Any) -> None:
@@ -215,5 +178,21 @@ def resolve_config(preset: str = "default", file: str | Path | None = None,
     return build(TrainConfig, values)
 
 
-def config_to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+
+def from_flat(flat: dict[str, Any]) -> TrainConfig:
+    """A TrainConfig from flat keys (`lr`, `pruner.window`, `model_args.depth`): how sweeps and tables hold one."""
+    values: dict[str, Any] = {}
+    for key, value in flat.items():
+        merge(values, key, value)
+    return build(TrainConfig, values)
+
+
+def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as flat dotted keys: the inverse of `from_flat`'s merging."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

@@ -68,8 +68,7 @@ class TensorDataset:
             labels = getattr(self, f"{split}_labels")
             if images.dtype != torch.uint8 or images.dim() != 4:
                 raise UsageError(
-                    f"{self.name}: {split}_images must be uint8 (N, C, H, W), "
-                    f"got {images.dtype} {tuple(images.shape)}"
+                    f"{self.name}: {split}_images must be uint8 (N, C, H, W), got {images.dtype} {tuple(images.shape)}"
                 )
             if labels.dtype != torch.int64 or labels.shape != images.shape[:1]:
                 raise UsageError(
@@ -143,9 +142,11 @@ def split_validation(dataset: TensorDataset, fraction: float, seed: int = 0) -> 
         members = np.flatnonzero(labels == label)
         n_val = int(round(fraction * members.size))
         if n_val == 0:
-            raise UsageError(f"{dataset.name}: val_fraction {fraction} leaves class "
-                             f"{dataset.class_name(int(label))!r} ({members.size} training samples) with no "
-                             "validation sample; raise val_fraction or add data")
+            raise UsageError(
+                f"{dataset.name}: val_fraction {fraction} leaves class "
+                f"{dataset.class_name(int(label))!r} ({members.size} training samples) with no "
+                "validation sample; raise val_fraction or add data"
+            )
         val_parts.append(rng.permutation(members)[:n_val])
     val_index = np.sort(np.concatenate(val_parts))
     keep = np.ones(labels.size, dtype=bool)
@@ -156,9 +157,14 @@ def split_validation(dataset: TensorDataset, fraction: float, seed: int = 0) -> 
     train_images = dataset.train_images[train_index_t]
     mean, std = _channel_stats(train_images.cpu())
     return dataclasses.replace(
-        dataset, train_images=train_images, train_labels=dataset.train_labels[train_index_t],
-        val_images=dataset.train_images[val_index_t], val_labels=dataset.train_labels[val_index_t],
-        mean=mean.to(device), std=std.to(device))
+        dataset,
+        train_images=train_images,
+        train_labels=dataset.train_labels[train_index_t],
+        val_images=dataset.train_images[val_index_t],
+        val_labels=dataset.train_labels[val_index_t],
+        mean=mean.to(device),
+        std=std.to(device),
+    )
 
 
 def _make_dataset(
@@ -184,9 +190,7 @@ def _make_dataset(
     )
 
 
-def _load_digits(
-    data_dir: str | None = None, cache_dir: str | None = None
-) -> TensorDataset:
+def _load_digits(data_dir: str | None = None) -> TensorDataset:
     """scikit-learn's bundled 8x8 digits: needs no download, so tests and CI can train for real."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -196,9 +200,7 @@ def _load_digits(
     x_train, x_test, y_train, y_test = train_test_split(
         images, bunch.target, test_size=0.25, random_state=0, stratify=bunch.target
     )
-    return _make_dataset(
-        "digits", (x_train, y_train), (x_test, y_test), 10, augment=False
-    )
+    return _make_dataset("digits", (x_train, y_train), (x_test, y_test), 10, augment=False)
 
 
 class _CifarUnpickler(pickle.Unpickler):
@@ -242,14 +244,8 @@ def _read_cifar_batch(path: Path, labels_key: str) -> tuple[np.ndarray, np.ndarr
     # Garbage bytes can make pickle raise almost any exception type, so catch
     # them all: the user only needs to know which file is bad.
     except Exception as err:
-        raise UsageError(
-            f"cannot read CIFAR batch file {path}: {_one_line(err)}"
-        ) from err
-    if (
-        data.ndim != 2
-        or data.shape[1] != _CIFAR_ROW
-        or labels.shape != (data.shape[0],)
-    ):
+        raise UsageError(f"cannot read CIFAR batch file {path}: {_one_line(err)}") from err
+    if data.ndim != 2 or data.shape[1] != _CIFAR_ROW or labels.shape != (data.shape[0],):
         raise UsageError(
             f"cannot read CIFAR batch file {path}: expected 'data' N x {_CIFAR_ROW} and N labels, "
             f"got data {data.shape} and labels {labels.shape}"
@@ -281,10 +277,7 @@ def _read_cifar10(data_dir: str | Path) -> TensorDataset:
             numbered.append((int(m.group(1)), p))
     test_path = folder / "test_batch"
     if not numbered or not test_path.is_file():
-        raise UsageError(
-            f"no CIFAR-10 '{_CIFAR10_DIR}' layout in {folder}: "
-            "expected data_batch_N and test_batch files"
-        )
+        raise UsageError(f"no CIFAR-10 '{_CIFAR10_DIR}' layout in {folder}: expected data_batch_N and test_batch files")
     train = _concat([_read_cifar_batch(p, "labels") for _, p in sorted(numbered)])
     test = _read_cifar_batch(test_path, "labels")
     return _make_dataset("cifar10", train, test, 10, augment=True)
@@ -295,42 +288,30 @@ def _read_cifar100(data_dir: str | Path) -> TensorDataset:
     folder = _resolve_cifar_dir(data_dir, _CIFAR100_DIR)
     train_path, test_path = folder / "train", folder / "test"
     if not train_path.is_file() or not test_path.is_file():
-        raise UsageError(
-            f"no CIFAR-100 '{_CIFAR100_DIR}' layout in {folder}: expected train and test files"
-        )
+        raise UsageError(f"no CIFAR-100 '{_CIFAR100_DIR}' layout in {folder}: expected train and test files")
     train = _read_cifar_batch(train_path, "fine_labels")
     test = _read_cifar_batch(test_path, "fine_labels")
     return _make_dataset("cifar100", train, test, 100, augment=True)
 
 
-def _download_root(cache_dir: str | None, dataset_cls_name: str) -> Path:
+def _download_root(dataset_cls_name: str) -> Path:
     """Download through torchvision, which verifies the official MD5 sums, and return the root."""
     import torchvision.datasets
 
-    root = Path(cache_dir or _DEFAULT_CACHE).expanduser()
+    root = Path(_DEFAULT_CACHE).expanduser()
     root.mkdir(parents=True, exist_ok=True)
     # train=False: the download and checksum cover both splits, and the
     # constructor then parses only the small test file.
-    getattr(torchvision.datasets, dataset_cls_name)(
-        root=str(root), train=False, download=True
-    )
+    getattr(torchvision.datasets, dataset_cls_name)(root=str(root), train=False, download=True)
     return root
 
 
-def _load_cifar10(
-    data_dir: str | None = None, cache_dir: str | None = None
-) -> TensorDataset:
-    return _read_cifar10(
-        data_dir if data_dir is not None else _download_root(cache_dir, "CIFAR10")
-    )
+def _load_cifar10(data_dir: str | None = None) -> TensorDataset:
+    return _read_cifar10(data_dir if data_dir is not None else _download_root("CIFAR10"))
 
 
-def _load_cifar100(
-    data_dir: str | None = None, cache_dir: str | None = None
-) -> TensorDataset:
-    return _read_cifar100(
-        data_dir if data_dir is not None else _download_root(cache_dir, "CIFAR100")
-    )
+def _load_cifar100(data_dir: str | None = None) -> TensorDataset:
+    return _read_cifar100(data_dir if data_dir is not None else _download_root("CIFAR100"))
 
 
 DATASETS: dict[str, Callable[..., TensorDataset]] = {
@@ -340,23 +321,16 @@ DATASETS: dict[str, Callable[..., TensorDataset]] = {
 }
 
 
-def load_dataset(
-    name: str,
-    data_dir: str | None = None,
-    cache_dir: str | None = None,
-    device: str | torch.device = "cpu",
-) -> TensorDataset:
+def load_dataset(name: str, data_dir: str | None = None, device: str | torch.device = "cpu") -> TensorDataset:
     """Load dataset ``name`` once and move it whole to ``device``.
 
     ``data_dir`` points at an existing CIFAR copy (read as is, no checksum);
-    without it CIFAR is downloaded into ``cache_dir``. ``digits`` ignores both.
+    without it CIFAR is downloaded (checksum-verified) into the cache folder. ``digits`` ignores it.
     """
     loader = DATASETS.get(name)
     if loader is None:
-        raise UsageError(
-            f"unknown dataset {name!r}; available: {', '.join(sorted(DATASETS))}"
-        )
-    return loader(data_dir=data_dir, cache_dir=cache_dir).to(device)
+        raise UsageError(f"unknown dataset {name!r}; available: {', '.join(sorted(DATASETS))}")
+    return loader(data_dir=data_dir).to(device)
 
 
 def normalize(images_uint8: torch.Tensor, dataset: TensorDataset) -> torch.Tensor:
@@ -366,19 +340,13 @@ def normalize(images_uint8: torch.Tensor, dataset: TensorDataset) -> torch.Tenso
     return (images_uint8.float() - mean) / std
 
 
-def _randint(
-    high: int, n: int, generator: torch.Generator | None, device: torch.device
-) -> torch.Tensor:
+def _randint(high: int, n: int, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
     """Draw on the generator's device (it may be a CPU generator for CUDA data), then move."""
     gen_device = generator.device if generator is not None else device
-    return torch.randint(0, high, (n,), generator=generator, device=gen_device).to(
-        device
-    )
+    return torch.randint(0, high, (n,), generator=generator, device=gen_device).to(device)
 
 
-def augment_batch(
-    images_uint8: torch.Tensor, generator: torch.Generator | None = None
-) -> torch.Tensor:
+def augment_batch(images_uint8: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Random crop after 4-pixel zero padding, plus random horizontal flip, for the whole batch.
 
     The batch is padded once and each output is gathered from its own
@@ -386,9 +354,7 @@ def augment_batch(
     gather instead of a loop over samples keeps it fast on a GPU.
     """
     if images_uint8.dim() != 4:
-        raise UsageError(
-            f"augment_batch needs (N, C, H, W) images, got shape {tuple(images_uint8.shape)}"
-        )
+        raise UsageError(f"augment_batch needs (N, C, H, W) images, got shape {tuple(images_uint8.shape)}")
     n, c, h, w = images_uint8.shape
     device = images_uint8.device
     padded = F.pad(images_uint8, (_PAD, _PAD, _PAD, _PAD))
@@ -434,9 +400,7 @@ def iterate_batches(
         order = torch.randperm(n, generator=generator, device=gen_device)
         order = order.to(images.device)
     augment = split == "train" and dataset.augment
-    return _batches(
-        dataset, images, labels, batch_size, order, augment, generator, drop_last
-    )
+    return _batches(dataset, images, labels, batch_size, order, augment, generator, drop_last)
 
 
 def _batches(

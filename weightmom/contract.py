@@ -1,0 +1,158 @@
+"""The library's contract with whatever drives it: a sweep, a script, a results table.
+
+A driver speaks about runs through this module only, never through weightmom's dataclasses: a
+TrainConfig from flat `a.b` keys and back, each method's knobs, one key and value checked for a set of
+methods, when a method's schedule reaches its final density within an epoch budget, and the one
+tuple of metric names every run reports. The rules stay where they are enforced (the configs); this
+module asks them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from weightmom.config import TrainConfig, check_field, flatten, from_flat, mapping_fields
+from weightmom.data_sources import check_dataset_name, data_loader
+from weightmom.errors import UsageError, require
+from weightmom.imports import is_import_path
+from weightmom.methods import ALLOCATIONS, BASES, METHODS, UNITS, method_knob_types, pruner_config
+from weightmom.models import check_model_name, model_factory
+from weightmom.strict import coerce, field_types
+
+__all__ = ["METHOD_NAMES", "NESTED", "REPORTED_METRICS", "SCHEDULE_KNOBS", "TOP_LEVEL_KEYS", "Knob", "TrainConfig",
+           "check_data_source", "check_model_source", "check_name", "check_value", "config_from_flat",
+           "default_value", "final_density_epoch", "flat_config", "flatten", "method_knobs", "methods_taking"]
+
+# What every run reports each epoch besides `epoch` (val_* only with a validation split): the one list
+# a sweep logs and may optimise.
+REPORTED_METRICS = ("train_loss", "val_accuracy", "val_loss", "test_accuracy", "test_loss", "density",
+                    "compression_ratio", "lr")
+NESTED = mapping_fields()   # pruner, model_args: the keys set as pruner.<knob>, model_args.<argument>
+TOP_LEVEL_KEYS = tuple(name for name in field_types(TrainConfig) if name not in NESTED)
+METHOD_NAMES = tuple(METHODS)
+# Knobs counted in the schedule's unit (epochs unless pruner.unit is step): they fit only the budget they
+# were chosen for, so a shortened run (a smoke test) drops them.
+SCHEDULE_KNOBS = ("pruner.prune_start", "pruner.prune_end", "pruner.prune_every")
+_KNOB_CHOICES = {"allocation": ALLOCATIONS, "unit": UNITS, "base": BASES}
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One pruner.* setting of a method: its type, its default, and its choices when it names one."""
+
+    name: str
+    type: str
+    default: Any
+    choices: tuple[str, ...] | None = None
+
+
+def config_from_flat(flat: Mapping[str, Any]) -> TrainConfig:
+    """A validated TrainConfig from flat keys (`lr`, `pruner.window`, `model_args.depth`)."""
+    return from_flat(dict(flat))
+
+
+def flat_config(config: TrainConfig) -> dict[str, Any]:
+    """The config as flat keys, with the density the run aims for (never None): what a run records."""
+    return flatten(dataclasses.asdict(dataclasses.replace(config, density=config.target_density)))
+
+
+def default_value(key: str) -> Any:
+    """The default of a top-level key (`epochs`, `method`)."""
+    require(key in TOP_LEVEL_KEYS, f"unknown config key {key!r}")
+    return getattr(TrainConfig(), key)
+
+
+def method_knobs(method: str) -> dict[str, Knob]:
+    """The pruner.* knobs `method` takes, by name."""
+    defaults = pruner_config(method, 0.1 if method != "dense" else 1.0)
+    return {name: Knob(name, getattr(hint, "__name__", str(hint)), getattr(defaults, name), _KNOB_CHOICES.get(name))
+            for name, hint in method_knob_types(method).items()}
+
+
+def methods_taking(knob: str, methods: Iterable[str]) -> list[str]:
+    """Those of `methods` that take pruner.`knob`."""
+    return [m for m in methods if knob in method_knob_types(m)]
+
+
+def check_name(name: str, methods: Sequence[str]) -> None:
+    """`name` is a top-level key, a model_args.<argument>, or a pruner knob some method in `methods` takes."""
+    head, dotted, rest = name.partition(".")
+    if name in NESTED or (dotted and head not in NESTED) or (dotted and not rest):
+        raise UsageError(f"expected a TrainConfig field, pruner.<knob> or model_args.<argument>; nested keys "
+                         f"exist only under {', '.join(NESTED)}")
+    if not dotted:
+        require(name in TOP_LEVEL_KEYS, f"unknown key; expected a TrainConfig field ({', '.join(TOP_LEVEL_KEYS)}), "
+                                        "pruner.<knob> or model_args.<argument>")
+        return
+    if head == "pruner":
+        require(rest != "density", "the target density is the top-level key 'density', not pruner.density")
+        valid = sorted({k for m in methods for k in method_knob_types(m)})
+        require(bool(methods_taking(rest, methods)), f"unknown pruner knob for method {', '.join(methods)}; "
+                                                     f"valid knobs: {', '.join(valid) or 'none'}")
+
+
+def check_value(name: str, value: Any, methods: Sequence[str]) -> None:
+    """`value` passes the rules of key `name` (already checked by `check_name`) under every one of `methods`.
+
+    One key at a time, so the error lands on the right key; the message does not repeat the key.
+    model_args.* are checked against the model's factory by `check_sources`.
+    """
+    head, _, knob = name.partition(".")
+    if head == "model_args":
+        return
+    if head == "pruner":
+        for method in methods_taking(knob, methods):
+            _without_key(lambda m=method: pruner_config(m, 0.1, {knob: value}), name)
+        return
+    if name == "method":
+        require(value in METHODS, f"unknown method {value!r}; choose from: {', '.join(METHODS)}")
+        return
+    value = _without_key(lambda: coerce(value, field_types(TrainConfig)[name], name), name)
+    if name == "model":
+        check_model_name(value)
+    elif name == "dataset":
+        check_dataset_name(value)
+    else:
+        check_field(name, value)
+    if name == "density":   # e.g. dense keeps every weight: a density it cannot take would fail its trials
+        for method in methods:
+            pruner_config(method, value)
+
+
+def _without_key(check, name: str) -> Any:
+    """Run `check`; a UsageError loses the `name: ` its message starts with (the caller names the key)."""
+    try:
+        return check()
+    except UsageError as err:
+        raise UsageError(str(err).removeprefix(f"{name}: ")) from None
+
+
+def final_density_epoch(method: str, pruner: Mapping[str, Any], epochs: int) -> float | None:
+    """The epoch from which a run of `method` with these pruner knobs has its final density (0: from the start).
+
+    None when the schedule counts optimizer steps, whose number depends on the data. Raises UsageError
+    when the schedule does not fit `epochs`.
+    """
+    spec = METHODS[method]
+    config = pruner_config(method, 1.0 if method == "dense" else 0.1, dict(pruner))
+    if spec.final_density == "init":
+        return 0.0
+    if spec.final_density == "end":
+        return float(epochs)
+    if config.unit != "epoch":
+        return None
+    return float(config.resolve(epochs, steps_per_epoch=1).prune_end)
+
+
+def check_model_source(model: str, width: float, model_args: Iterable[str]) -> None:
+    """The model can be built with arguments named `model_args` (values unknown yet) and `width`, which
+    applies to import-path models only. Imports a user's module."""
+    model_factory(model, width if is_import_path(model) else 1.0, dict.fromkeys(model_args), partial=True)
+
+
+def check_data_source(dataset: str, data_dir: str | None) -> None:
+    """The dataset can be loaded from `data_dir`: names and folders are checked, no data is read."""
+    data_loader(dataset, data_dir)

@@ -1,0 +1,170 @@
+"""The pruning methods as configuration: each method's knobs, what it fixes, and when it is fully pruned.
+
+Plain dataclasses with no torch import, so a config is checked in milliseconds: `weightmom train`
+refuses a `pruner.*` typo before torch (let alone the data) loads. How each method prunes lives in
+weightmom/pruning/, one module per method, keyed by the same names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from weightmom.errors import UsageError, require
+from weightmom.strict import build, field_types
+
+ALLOCATIONS = ("importance", "uniform", "global", "erk")
+UNITS = ("epoch", "step")
+BASES = ("snip", "random")
+
+
+def check_density(density: float) -> None:
+    """The one density rule: a fraction of prunable weights kept, in (0, 1]."""
+    require(0 < density <= 1, f"density must be in (0, 1] (got {density})")
+
+
+@dataclass(frozen=True)
+class DenseConfig:
+    density: float = 1.0
+
+    def __post_init__(self) -> None:
+        require(self.density == 1.0, f"method 'dense' keeps every weight; density must be 1 (got {self.density})")
+
+
+@dataclass(frozen=True)
+class WeightMomConfig:
+    density: float = 0.1               # target fraction of prunable weights kept at prune_end
+    window: float = 5.0                # EMA span in observations: beta = 1 - 2 / (window + 1)
+    beta: float | None = None          # set directly instead of window
+    observe_every: int | None = None   # optimizer steps between observations; None: once per epoch
+    threshold: float = 1.0             # eligible if m < threshold * mean(m); inf: all eligible
+    allocation: str = "importance"     # importance | uniform | global | erk
+    importance_scaling: float = 1.0    # alpha in d_l ~ I_l ** -alpha (0 = uniform)
+    prune_start: float = 0.0           # in `unit`s; density is 1.0 until then
+    prune_end: float | None = None     # in `unit`s; None: 75% of training
+    prune_every: float = 1.0           # in `unit`s
+    unit: str = "epoch"                # epoch | step
+    prune_first: bool = True           # prune the first prunable layer
+    prune_last: bool = True            # prune the last prunable layer
+
+    def __post_init__(self) -> None:
+        check_density(self.density)
+        require(self.window >= 1, f"pruner.window must be >= 1 (got {self.window})")
+        require(self.beta is None or 0 <= self.beta < 1, f"pruner.beta must be in [0, 1) (got {self.beta})")
+        require(self.observe_every is None or self.observe_every >= 1,
+                f"pruner.observe_every must be >= 1 (got {self.observe_every})")
+        require(self.threshold > 0, f"pruner.threshold must be > 0 (got {self.threshold})")
+        require(self.allocation in ALLOCATIONS,
+                f"unknown pruner.allocation {self.allocation!r}; choose from: {', '.join(ALLOCATIONS)}")
+        require(math.isfinite(self.importance_scaling),
+                f"pruner.importance_scaling must be finite (got {self.importance_scaling})")
+        require(self.unit in UNITS, f"unknown pruner.unit {self.unit!r}; choose from: {', '.join(UNITS)}")
+        require(self.prune_start >= 0, f"pruner.prune_start must be >= 0 (got {self.prune_start})")
+        require(self.prune_every > 0, f"pruner.prune_every must be > 0 (got {self.prune_every})")
+        require(self.prune_end is None or self.prune_end >= self.prune_start,
+                f"pruner.prune_end ({self.prune_end}) is before pruner.prune_start ({self.prune_start})")
+
+    def resolve(self, epochs: int, steps_per_epoch: int) -> WeightMomConfig:
+        """Fill the defaults that depend on the run's length, and check the schedule fits it."""
+        horizon = epochs if self.unit == "epoch" else epochs * steps_per_epoch
+        end = self.prune_end if self.prune_end is not None else max(self.prune_start, round(0.75 * horizon))
+        require(end <= horizon, f"pruner.prune_end ({end}) is after the end of training ({horizon} {self.unit}s)")
+        beta = self.beta if self.beta is not None else 1.0 - 2.0 / (self.window + 1.0)
+        return replace(self, prune_end=float(end), beta=beta,
+                       observe_every=self.observe_every or steps_per_epoch)
+
+
+@dataclass(frozen=True)
+class SnipConfig:
+    density: float = 0.1
+    batches: int = 1          # mini-batches whose saliencies are summed
+
+    def __post_init__(self) -> None:
+        check_density(self.density)
+        require(self.batches >= 1, f"pruner.batches must be >= 1 (got {self.batches})")
+
+
+@dataclass(frozen=True)
+class GsmConfig:
+    density: float = 0.1
+    momentum: float = 0.98      # the paper uses 0.98 to 0.99
+    lr: float | None = None     # None: the run's learning rate
+
+    def __post_init__(self) -> None:
+        check_density(self.density)
+        require(0 <= self.momentum < 1, f"pruner.momentum must be in [0, 1) (got {self.momentum})")
+        require(self.lr is None or self.lr > 0, f"pruner.lr must be positive (got {self.lr})")
+
+
+@dataclass(frozen=True)
+class RandomConfig:
+    density: float = 0.1
+
+    def __post_init__(self) -> None:
+        check_density(self.density)
+
+
+@dataclass(frozen=True)
+class N2NSkipConfig:
+    density: float = 0.1
+    base: str = "snip"                 # how the network's own weights are masked at initialisation
+    hops: tuple[int, ...] = (2,)       # join layers i and j when j - i is one of these
+    skip_fraction: float = 0.5         # share of the non-zero budget that goes to the skips
+
+    def __post_init__(self) -> None:
+        check_density(self.density)
+        require(self.base in BASES, f"unknown pruner.base {self.base!r}; choose from: {', '.join(BASES)}")
+        require(len(self.hops) > 0 and all(h >= 2 for h in self.hops),
+                f"pruner.hops must be a non-empty list of integers >= 2 (got {list(self.hops)})")
+        require(0 < self.skip_fraction < 1, f"pruner.skip_fraction must be in (0, 1) (got {self.skip_fraction})")
+        object.__setattr__(self, "hops", tuple(sorted(set(self.hops))))
+
+
+@dataclass(frozen=True)
+class Method:
+    config: type
+    fixed: dict[str, Any]   # settings that define the method and may not be overridden
+    # When the network has its final density: from the start (masks at initialisation), on the config's
+    # schedule, or only after the last epoch (GSM masks at the end).
+    final_density: Literal["init", "schedule", "end"] = "init"
+
+
+METHODS: dict[str, Method] = {
+    "dense": Method(DenseConfig, {}),
+    "weightmom": Method(WeightMomConfig, {}, "schedule"),
+    "gmp": Method(WeightMomConfig, {"window": 1.0, "beta": None, "threshold": float("inf")}, "schedule"),
+    "snip": Method(SnipConfig, {}),
+    "gsm": Method(GsmConfig, {}, "end"),
+    "random": Method(RandomConfig, {}),
+    "n2nskip": Method(N2NSkipConfig, {}),
+}
+
+
+def method_knob_types(method: str) -> dict[str, Any]:
+    """The pruner.* knobs `method` accepts, with their types: its config's fields less density and what it fixes."""
+    require(method in METHODS, f"unknown method {method!r}; choose from: {', '.join(METHODS)}")
+    spec = METHODS[method]
+    return {k: t for k, t in field_types(spec.config).items() if k != "density" and k not in spec.fixed}
+
+
+def pruner_config(method: str, density: float, options: dict[str, Any] | None = None) -> Any:
+    """The validated config of `method` at target `density`, with `options` (pruner.* keys) applied."""
+    knobs = method_knob_types(method)
+    spec, options = METHODS[method], dict(options or {})
+    require("density" not in options, "set the target density with --density, not pruner.density")
+    for key in options:
+        if key in spec.fixed:
+            raise UsageError(f"pruner.{key} is fixed for method {method!r}; use --method weightmom to change it")
+        if key not in knobs:
+            raise UsageError(_unknown_knob(key, method, knobs))
+    return build(spec.config, {"density": density, **options, **spec.fixed}, prefix="pruner.")
+
+
+def _unknown_knob(key: str, method: str, knobs: dict[str, Any]) -> str:
+    if not knobs:
+        return f"unknown config key 'pruner.{key}': method {method!r} takes no pruner knobs"
+    close = difflib.get_close_matches(key, knobs, n=1)
+    hint = f" (did you mean pruner.{close[0]}?)" if close else ""
+    return f"unknown config key 'pruner.{key}' for method {method!r}{hint}; its knobs: {', '.join(sorted(knobs))}"

@@ -1,0 +1,5 @@
+import sys
+
+from weightmom_sweeps.cli import main
+
+sys.exit(main())
