@@ -77,7 +77,8 @@ def check_sources(raw: RawSpace, fixed: dict) -> None:
     may be missing from some trials), and width only where it is built in; every dataset must be
     loadable with the data_dir it gets. Imports the user's modules (so the driver must find them too),
     reads no data."""
-    names = {k.removeprefix("model_args.") for k in (*fixed, *raw.params) if k.startswith("model_args.")}
+    # model_args.block.depth sets the factory's argument `block` (a mapping): the first name is the argument.
+    names = {k.split(".")[1] for k in (*fixed, *raw.params) if k.startswith("model_args.")}
     try:
         for key, model in _possible(raw, fixed, "model"):
             for _, width in _possible(raw, fixed, "width"):

@@ -408,3 +408,16 @@ def test_binary_file_and_empty_method_choices_give_one_line_and_exit_2(tmp_path,
     err = capsys.readouterr().err
     assert err.startswith("weightmom: error: ") and err.count("\n") == 1 and expected in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_mapping_valued_model_argument_is_one_argument(tmp_path, monkeypatch):
+    """fixed.model_args.block: {depth: 2} sets the factory's argument `block`, not an argument `block.depth`."""
+    (tmp_path / "blockmod.py").write_text(
+        "from torch import nn\n\ndef build(input_shape, num_classes, block=None):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes))\n")
+    monkeypatch.chdir(tmp_path)
+    data = copy.deepcopy(BASE)
+    data["fixed"].update(model="blockmod:build", model_args={"block": {"depth": 2}})
+    space = load_space(write_space(tmp_path, data, "block.yaml"))
+    assert space.fixed["model_args.block.depth"] == 2
+    assert space.train_config({**space.fixed, "method": "gmp"}).model_args == {"block": {"depth": 2}}
