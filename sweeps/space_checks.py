@@ -146,8 +146,8 @@ def check_params(raw: RawSpace, fixed: dict, methods: list[str]) -> None:
 
 
 def schedules(raw: RawSpace, fixed: dict, methods: list[str]) -> list[tuple[str, str, dict]]:
-    """(method, key path to blame, pruner knobs) for every schedule a trial can run: each method's fixed
-    pruner knobs with each combination of the searched schedule knobs' extreme values."""
+    """(method, key path to blame, flat settings) for every schedule a trial can run: each method with the
+    fixed keys and each combination of the searched schedule knobs' extreme values."""
     searched = [k for k in contract.SCHEDULE_KNOBS if k in raw.params]
     blame = next((f"{'params' if k in raw.params else 'fixed'}.{k}" for k in reversed(contract.SCHEDULE_KNOBS)
                   if k in raw.params or k in fixed), "fixed.epochs")
@@ -156,9 +156,7 @@ def schedules(raw: RawSpace, fixed: dict, methods: list[str]) -> list[tuple[str,
     out = []
     for method in methods:
         for setting in settings:
-            knobs = {k.removeprefix("pruner."): v for k, v in {**fixed, **setting}.items() if k.startswith("pruner.")}
-            knobs = {k: v for k, v in knobs.items() if contract.methods_taking(k, [method])}
-            out.append((method, blame, knobs))
+            out.append((method, blame, {**fixed, **setting}))
     return out
 
 
@@ -172,9 +170,9 @@ def final_density_epochs(raw: RawSpace, fixed: dict, methods: list[str]) -> list
     if "epochs" in raw.params or "pruner.unit" in raw.params:
         return [None]
     epochs, ends = _budget(raw, fixed), []
-    for method, blame, knobs in schedules(raw, fixed, methods):
+    for method, blame, settings in schedules(raw, fixed, methods):
         try:
-            ends.append(contract.final_density_epoch(method, knobs, epochs))
+            ends.append(contract.final_density_epoch(method, settings, epochs))
         except UsageError as err:
             raise Invalid(f"{blame}: {err}") from None
     return ends

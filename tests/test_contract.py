@@ -80,9 +80,9 @@ def test_check_name(name, expected):
 
 @pytest.mark.parametrize("method, pruner, epochs, expected", [
     ("weightmom", {}, 12, 9.0),                     # the library's default: 75% of training
-    ("gmp", {"prune_end": 6}, 12, 6.0),
-    ("weightmom", {"unit": "step", "prune_end": 300}, 12, None),
-    ("snip", {}, 12, 0.0),
+    ("gmp", {"pruner.prune_end": 6, "lr": 0.1}, 12, 6.0),
+    ("weightmom", {"pruner.unit": "step", "pruner.prune_end": 300}, 12, None),
+    ("snip", {"pruner.prune_end": 3}, 12, 0.0),     # a knob the method does not take is ignored
     ("n2nskip", {}, 12, 0.0),
     ("gsm", {}, 12, 12.0),
 ])
@@ -92,7 +92,7 @@ def test_final_density_epoch(method, pruner, epochs, expected):
 
 def test_a_schedule_past_the_budget_is_refused():
     with pytest.raises(UsageError, match=r"after the end of training \(12 epochs\)"):
-        contract.final_density_epoch("weightmom", {"prune_end": 14}, 12)
+        contract.final_density_epoch("weightmom", {"pruner.prune_end": 14}, 12)
 
 
 def test_schedule_knobs_are_knobs_of_the_scheduled_methods():

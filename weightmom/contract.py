@@ -130,14 +130,18 @@ def _without_key(check, name: str) -> Any:
         raise UsageError(str(err).removeprefix(f"{name}: ")) from None
 
 
-def final_density_epoch(method: str, pruner: Mapping[str, Any], epochs: int) -> float | None:
-    """The epoch from which a run of `method` with these pruner knobs has its final density (0: from the start).
+def final_density_epoch(method: str, settings: Mapping[str, Any], epochs: int) -> float | None:
+    """The epoch from which a run of `method` has its final density (0: from the start), given flat keys
+    `settings` (the `pruner.*` ones that `method` takes count; the rest are ignored).
 
     None when the schedule counts optimizer steps, whose number depends on the data. Raises UsageError
     when the schedule does not fit `epochs`.
     """
+    knobs = method_knob_types(method)
+    pruner = {k.removeprefix("pruner."): v for k, v in settings.items()
+              if k.startswith("pruner.") and k.removeprefix("pruner.") in knobs}
     spec = METHODS[method]
-    config = pruner_config(method, 1.0 if method == "dense" else 0.1, dict(pruner))
+    config = pruner_config(method, 1.0 if method == "dense" else 0.1, pruner)
     if spec.final_density == "init":
         return 0.0
     if spec.final_density == "end":
