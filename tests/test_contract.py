@@ -36,9 +36,11 @@ def test_a_pruner_typo_fails_when_the_config_is_built():
         contract.config_from_flat({"method": "weightmom", "pruner.window": 0})
 
 
-def test_method_knobs_name_types_defaults_and_choices():
+def test_method_knobs_name_types_defaults_ranges_and_choices():
     knobs = contract.method_knobs("weightmom")
-    assert knobs["window"].type == "float" and knobs["window"].default == 5.0
+    window = knobs["window"]
+    assert (window.type, window.default, window.range) == ("float", 5.0, "must be >= 1")
+    assert knobs["beta"].type == "float | None" and knobs["prune_first"].type == "bool"
     assert knobs["allocation"].choices == ("importance", "uniform", "global", "erk")
     assert "density" not in knobs
     assert "window" not in contract.method_knobs("gmp"), "GMP fixes its window"

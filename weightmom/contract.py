@@ -18,7 +18,7 @@ from weightmom.config import TrainConfig, check_field, flatten, from_flat, mappi
 from weightmom.data_sources import check_dataset_name, data_loader
 from weightmom.errors import UsageError, require
 from weightmom.imports import is_import_path
-from weightmom.methods import ALLOCATIONS, BASES, METHODS, UNITS, method_knob_types, pruner_config
+from weightmom.methods import METHODS, method_knob_types, pruner_config
 from weightmom.models import check_model_name, model_factory
 from weightmom.strict import coerce, field_types
 
@@ -36,16 +36,16 @@ METHOD_NAMES = tuple(METHODS)
 # Knobs counted in the schedule's unit (epochs unless pruner.unit is step): they fit only the budget they
 # were chosen for, so a shortened run (a smoke test) drops them.
 SCHEDULE_KNOBS = ("pruner.prune_start", "pruner.prune_end", "pruner.prune_every")
-_KNOB_CHOICES = {"allocation": ALLOCATIONS, "unit": UNITS, "base": BASES}
 
 
 @dataclass(frozen=True)
 class Knob:
-    """One pruner.* setting of a method: its type, its default, and its choices when it names one."""
+    """One pruner.* setting of a method: its type, its default, and its range (in words) or its choices."""
 
     name: str
     type: str
     default: Any
+    range: str | None = None                 # e.g. "must be >= 1"
     choices: tuple[str, ...] | None = None
 
 
@@ -68,8 +68,14 @@ def default_value(key: str) -> Any:
 def method_knobs(method: str) -> dict[str, Knob]:
     """The pruner.* knobs `method` takes, by name."""
     defaults = pruner_config(method, 0.1 if method != "dense" else 1.0)
-    return {name: Knob(name, getattr(hint, "__name__", str(hint)), getattr(defaults, name), _KNOB_CHOICES.get(name))
-            for name, hint in method_knob_types(method).items()}
+    rules, choices = getattr(defaults, "RULES", {}), getattr(defaults, "CHOICES", {})
+    return {name: Knob(name, _type_name(hint), getattr(defaults, name), rules.get(name, (None, None))[1],
+                       choices.get(name)) for name, hint in method_knob_types(method).items()}
+
+
+def _type_name(hint: Any) -> str:
+    """`float`, `int | None`, `tuple[int, ...]`: the type as a reader writes it."""
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
 
 
 def methods_taking(knob: str, methods: Iterable[str]) -> list[str]:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import dataclass, replace
-from typing import Any, Literal
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from typing import Any, ClassVar, Literal
 
 from weightmom.errors import UsageError, require
 from weightmom.strict import build, field_types
@@ -20,9 +21,31 @@ UNITS = ("epoch", "step")
 BASES = ("snip", "random")
 
 
+Rule = tuple[Callable[[Any], bool], str]   # (holds for the value, what the value must be)
+
+
 def check_density(density: float) -> None:
     """The one density rule: a fraction of prunable weights kept, in (0, 1]."""
     require(0 < density <= 1, f"density must be in (0, 1] (got {density})")
+
+
+class Knobs:
+    """A method config's own rules as data, so they can be listed (weightmom.contract.method_knobs) as well
+    as enforced: RULES per field (a range, in words), CHOICES per field naming one of a few options."""
+
+    RULES: ClassVar[dict[str, Rule]] = {}
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {}
+
+    def __post_init__(self) -> None:
+        check_density(self.density)
+        for name in (f.name for f in fields(self)):
+            value = getattr(self, name)
+            if name in self.CHOICES:
+                require(value in self.CHOICES[name],
+                        f"unknown pruner.{name} {value!r}; choose from: {', '.join(self.CHOICES[name])}")
+            elif name in self.RULES:
+                holds, expected = self.RULES[name]
+                require(holds(value), f"pruner.{name} {expected} (got {value})")
 
 
 @dataclass(frozen=True)
@@ -34,7 +57,7 @@ class DenseConfig:
 
 
 @dataclass(frozen=True)
-class WeightMomConfig:
+class WeightMomConfig(Knobs):
     density: float = 0.1               # target fraction of prunable weights kept at prune_end
     window: float = 5.0                # EMA span in observations: beta = 1 - 2 / (window + 1)
     beta: float | None = None          # set directly instead of window
@@ -49,20 +72,19 @@ class WeightMomConfig:
     prune_first: bool = True           # prune the first prunable layer
     prune_last: bool = True            # prune the last prunable layer
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "window": (lambda v: v >= 1, "must be >= 1"),
+        "beta": (lambda v: v is None or 0 <= v < 1, "must be in [0, 1)"),
+        "observe_every": (lambda v: v is None or v >= 1, "must be >= 1"),
+        "threshold": (lambda v: v > 0, "must be > 0"),
+        "importance_scaling": (math.isfinite, "must be finite"),
+        "prune_start": (lambda v: v >= 0, "must be >= 0"),
+        "prune_every": (lambda v: v > 0, "must be > 0"),
+    }
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"allocation": ALLOCATIONS, "unit": UNITS}
+
     def __post_init__(self) -> None:
-        check_density(self.density)
-        require(self.window >= 1, f"pruner.window must be >= 1 (got {self.window})")
-        require(self.beta is None or 0 <= self.beta < 1, f"pruner.beta must be in [0, 1) (got {self.beta})")
-        require(self.observe_every is None or self.observe_every >= 1,
-                f"pruner.observe_every must be >= 1 (got {self.observe_every})")
-        require(self.threshold > 0, f"pruner.threshold must be > 0 (got {self.threshold})")
-        require(self.allocation in ALLOCATIONS,
-                f"unknown pruner.allocation {self.allocation!r}; choose from: {', '.join(ALLOCATIONS)}")
-        require(math.isfinite(self.importance_scaling),
-                f"pruner.importance_scaling must be finite (got {self.importance_scaling})")
-        require(self.unit in UNITS, f"unknown pruner.unit {self.unit!r}; choose from: {', '.join(UNITS)}")
-        require(self.prune_start >= 0, f"pruner.prune_start must be >= 0 (got {self.prune_start})")
-        require(self.prune_every > 0, f"pruner.prune_every must be > 0 (got {self.prune_every})")
+        super().__post_init__()
         require(self.prune_end is None or self.prune_end >= self.prune_start,
                 f"pruner.prune_end ({self.prune_end}) is before pruner.prune_start ({self.prune_start})")
 
@@ -77,48 +99,43 @@ class WeightMomConfig:
 
 
 @dataclass(frozen=True)
-class SnipConfig:
+class SnipConfig(Knobs):
     density: float = 0.1
     batches: int = 1          # mini-batches whose saliencies are summed
 
-    def __post_init__(self) -> None:
-        check_density(self.density)
-        require(self.batches >= 1, f"pruner.batches must be >= 1 (got {self.batches})")
+    RULES: ClassVar[dict[str, Rule]] = {"batches": (lambda v: v >= 1, "must be >= 1")}
 
 
 @dataclass(frozen=True)
-class GsmConfig:
+class GsmConfig(Knobs):
     density: float = 0.1
     momentum: float = 0.98      # the paper uses 0.98 to 0.99
     lr: float | None = None     # None: the run's learning rate
 
-    def __post_init__(self) -> None:
-        check_density(self.density)
-        require(0 <= self.momentum < 1, f"pruner.momentum must be in [0, 1) (got {self.momentum})")
-        require(self.lr is None or self.lr > 0, f"pruner.lr must be positive (got {self.lr})")
+    RULES: ClassVar[dict[str, Rule]] = {"momentum": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+                                        "lr": (lambda v: v is None or v > 0, "must be positive")}
 
 
 @dataclass(frozen=True)
-class RandomConfig:
+class RandomConfig(Knobs):
     density: float = 0.1
 
-    def __post_init__(self) -> None:
-        check_density(self.density)
-
 
 @dataclass(frozen=True)
-class N2NSkipConfig:
+class N2NSkipConfig(Knobs):
     density: float = 0.1
     base: str = "snip"                 # how the network's own weights are masked at initialisation
     hops: tuple[int, ...] = (2,)       # join layers i and j when j - i is one of these
     skip_fraction: float = 0.5         # share of the non-zero budget that goes to the skips
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "hops": (lambda v: len(v) > 0 and all(h >= 2 for h in v), "must be a non-empty list of integers >= 2"),
+        "skip_fraction": (lambda v: 0 < v < 1, "must be in (0, 1)"),
+    }
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"base": BASES}
+
     def __post_init__(self) -> None:
-        check_density(self.density)
-        require(self.base in BASES, f"unknown pruner.base {self.base!r}; choose from: {', '.join(BASES)}")
-        require(len(self.hops) > 0 and all(h >= 2 for h in self.hops),
-                f"pruner.hops must be a non-empty list of integers >= 2 (got {list(self.hops)})")
-        require(0 < self.skip_fraction < 1, f"pruner.skip_fraction must be in (0, 1) (got {self.skip_fraction})")
+        super().__post_init__()
         object.__setattr__(self, "hops", tuple(sorted(set(self.hops))))
 
 
