@@ -14,13 +14,11 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from sweeps.front import FrontRefresh, front_columns
+from sweeps.front import FrontRefresh
 from sweeps.requeue import identity, trial_params
 from sweeps.run_log import RunLog
 from sweeps.space import SearchSpace
 from sweeps.trial_rows import TrialRows
-
-__all__ = ["SweepRecorder", "front_columns"]
 
 
 class SweepRecorder(Callback):

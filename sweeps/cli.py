@@ -114,7 +114,7 @@ def _tool(name: str) -> str:
 
 
 def print_front(out: Path) -> None:
-    from sweeps.callback import front_columns
+    from sweeps.front import front_columns
     from sweeps.pareto import format_table, sweep_hypervolume
     from sweeps.results import read_table
     from sweeps.runner import load_sweep_space

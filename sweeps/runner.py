@@ -149,7 +149,7 @@ def make_searcher(space: SearchSpace, state: SweepState, seed: int) -> BudgetAwa
         space=space.define_by_run, metric=space.metrics, mode=space.modes,
         sampler=make_sampler(space.sampler, space.trials, seed),
         storage=optuna.storages.RDBStorage(state.optuna_storage), study_name=space.name,
-        points_to_evaluate=[dict(p) for p in space.start_points] or None, budget=space.epochs)
+        points_to_evaluate=[dict(p) for p in space.start_points] or None, budget=space.epochs, trials=space.trials)
 
 
 def make_scheduler(space: SearchSpace):

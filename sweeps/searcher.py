@@ -11,11 +11,15 @@ records its Ray trial id, and the Optuna trials that were running when the
 driver died but that Ray will not bring back (its snapshot is unreadable, or
 older than them) are `adopt`ed: they run again with exactly their parameters,
 under their own id, instead of being left RUNNING beside a newly sampled trial.
+And a trial that started and finished between Ray's last snapshot and the crash
+counts against the budget: once the study holds the sweep's `trials`, no more are
+sampled.
 """
 
 from __future__ import annotations
 
 import optuna
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from sweeps.requeue import REQUEUED
@@ -26,10 +30,11 @@ RESUME_CHECKPOINT = "resume_checkpoint"  # Optuna user attr, set by recovery: wh
 
 
 class BudgetAwareOptunaSearch(OptunaSearch):
-    def __init__(self, *args, budget: int, budget_key: str = "epoch", **kwargs) -> None:
+    def __init__(self, *args, budget: int, budget_key: str = "epoch", trials: int | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.budget = budget
         self.budget_key = budget_key
+        self.trials = trials   # the sweep's trial budget, over every Ray experiment it has had
         self._adoptable: list[int] = []   # storage ids of Optuna trials to hand to the next new Ray trials
 
     def adopt(self, trials: list[optuna.trial.FrozenTrial]) -> None:
@@ -41,6 +46,8 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         if self._adoptable and trial_id not in self._ot_trials:
             # Suggesting a param the trial already holds returns the held value: the same config.
             self._ot_trials[trial_id] = adopted = optuna.Trial(self._ot_study, self._adoptable.pop(0))
+        elif trial_id not in self._ot_trials and self._study_is_full():
+            return Searcher.FINISHED
         config = super().suggest(trial_id)
         trial = self._ot_trials[trial_id]
         original = trial.user_attrs.get(RAY_TRIAL_ID) if adopted else None
@@ -52,6 +59,14 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         if trial.user_attrs.get(RESUME_CHECKPOINT):
             link["checkpoint"] = trial.user_attrs[RESUME_CHECKPOINT]
         return {**config, REQUEUED: link}
+
+    def _study_is_full(self) -> bool:
+        """The study already holds the sweep's budget of started trials (Ray may know fewer after a restore)."""
+        if getattr(self, "trials", None) is None:   # a searcher pickled before the budget was kept
+            return False
+        started = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
+                   optuna.trial.TrialState.FAIL)
+        return len(self._ot_study.get_trials(deepcopy=False, states=started)) >= self.trials
 
     def restore(self, checkpoint_path: str) -> None:
         """Ray's snapshot can be older than the study: the Optuna trials started since are unknown to Ray,

@@ -162,6 +162,35 @@ def test_restored_searcher_reruns_the_optuna_trials_its_snapshot_missed(tmp_path
     assert len(study.trials) == 4 and study.trials[2].user_attrs[RAY_TRIAL_ID] == "c"
 
 
+def test_a_trial_that_finished_after_the_snapshot_is_not_sampled_again(tmp_path: Path) -> None:
+    """Ray's restored experiment knows only the trials of its snapshot; one that started and finished since
+    (its row is in trials.parquet) still counts: the budget ends the search, no extra trial is sampled."""
+    import ray.cloudpickle
+    from ray.tune.search import Searcher
+
+    from sweeps.searcher import BudgetAwareOptunaSearch
+    from sweeps.space import load_space
+
+    space = load_space(write_space(tmp_path, "quick-finish", trials=4))
+    searcher = BudgetAwareOptunaSearch(
+        space=space.define_by_run, metric=space.metrics, mode=space.modes, study_name="quick-finish",
+        points_to_evaluate=[dict(p) for p in space.start_points], budget=space.epochs, trials=space.trials,
+        storage=optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'optuna.db'}"))
+    as_created = ray.cloudpickle.dumps(searcher)
+    searcher.suggest("a"), searcher.suggest("b")
+    searcher.on_trial_complete("a", {"epoch": 6, "val_accuracy": 0.9, "density": 0.1})
+    searcher.save(str(tmp_path / "searcher-state.pkl"))   # the snapshot: Ray knows a and b
+    searcher.suggest("c")                                   # started and finished after it
+    searcher.on_trial_complete("c", {"epoch": 6, "val_accuracy": 0.8, "density": 0.2})
+
+    restored = ray.cloudpickle.loads(as_created)
+    restored.restore(str(tmp_path / "searcher-state.pkl"))
+    assert isinstance(restored.suggest("d"), dict)          # the fourth trial of four
+    assert restored.suggest("e") == Searcher.FINISHED       # not a fifth in c's place
+    study = optuna.load_study(study_name="quick-finish", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert len(study.trials) == 4
+
+
 def test_interrupted_sweep_exits_non_zero_with_the_count_and_resume_completes_it(tmp_path: Path,
                                                                                  mlflow_server) -> None:
     out, trials = tmp_path / "sweep", 4
