@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -175,6 +176,9 @@ def main(argv: list[str] | None = None, extensions: Iterable[Extension] = ()) ->
     except KeyboardInterrupt:
         print("weightmom: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:   # `weightmom pareto DIR | head`: the reader has gone, which is no error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # so the exit flush has nowhere to fail
+        return 0
     except TrainingDiverged as err:
         print(f"weightmom: error: {err}", file=sys.stderr)
         return 1
