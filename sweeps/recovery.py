@@ -37,6 +37,7 @@ from sweeps.mlflow_client import ResilientClient
 from sweeps.results import ResultsTable
 from sweeps.searcher import RAY_TRIAL_ID, RAY_TRIAL_LATEST, RESUME_CHECKPOINT
 from sweeps.trial import TRAINING_STATE_FILE
+from sweeps.trial_rows import config_columns
 
 if TYPE_CHECKING:
     from sweeps.runner import SweepState
@@ -169,7 +170,7 @@ def row_from_study(space: SearchSpace, trial: optuna.trial.FrozenTrial) -> dict:
     constants = space.define_by_run(optuna.trial.FixedTrial(trial.params))
     values = dict(zip(space.metrics, trial.values)) if state == "COMPLETE" else {}
     return {"trial_id": trial.user_attrs[RAY_TRIAL_ID], "state": state,
-            **{f"config.{k}": v for k, v in {**constants, **trial.params}.items()}, **values,
+            **config_columns({**constants, **trial.params}), **values,
             "error": "the driver stopped before this trial's result was recorded; the row is rebuilt from the study"
             if state == "FAILED" else None}
 

@@ -145,19 +145,22 @@ def check_params(raw: RawSpace, fixed: dict, methods: list[str]) -> None:
             _check_value(f"{key}.{suffix}", name, value, reach[name])
 
 
-def schedules(raw: RawSpace, fixed: dict, methods: list[str]) -> list[tuple[str, str, dict]]:
-    """(method, key path to blame, flat settings) for every schedule a trial can run: each method with the
-    fixed keys and each combination of the searched schedule knobs' extreme values."""
-    searched = [k for k in contract.SCHEDULE_KNOBS if k in raw.params]
-    blame = next((f"{'params' if k in raw.params else 'fixed'}.{k}" for k in reversed(contract.SCHEDULE_KNOBS)
-                  if k in raw.params or k in fixed), "fixed.epochs")
+def schedules(raw: RawSpace, fixed: dict, methods: list[str]) -> list[tuple[str, dict]]:
+    """(method, flat settings) for every schedule a trial can run: each method with the fixed keys and each
+    combination of the searched schedule settings' extreme values."""
+    searched = [k for k in contract.SCHEDULE_SETTINGS if k in raw.params]
     combos = itertools.product(*[[v for _, v in raw.params[k].samples()] for k in searched])
-    settings = [dict(zip(searched, combo)) for combo in combos]
-    out = []
-    for method in methods:
-        for setting in settings:
-            out.append((method, blame, {**fixed, **setting}))
-    return out
+    settings = [{**fixed, **dict(zip(searched, combo))} for combo in combos]
+    return [(method, setting) for method in methods for setting in settings]
+
+
+def _blame(raw: RawSpace, fixed: dict, err: UsageError) -> str:
+    """The key path of the schedule setting a library error names first (`pruner.prune_end (14) is after ...`)."""
+    named = sorted((str(err).find(k), k) for k in contract.SCHEDULE_SETTINGS if k in str(err))
+    for _, key in named:
+        if key in raw.params or key in fixed:
+            return f"{'params' if key in raw.params else 'fixed'}.{key}"
+    return "fixed.epochs"
 
 
 def _budget(raw: RawSpace, fixed: dict) -> int:
@@ -166,15 +169,16 @@ def _budget(raw: RawSpace, fixed: dict) -> int:
 
 def final_density_epochs(raw: RawSpace, fixed: dict, methods: list[str]) -> list[float | None]:
     """For every schedule a trial can run, the epoch from which it has its final density (None: counted in
-    steps). Raises Invalid when a schedule cannot fit the fixed budget, or such trials would fail at setup."""
-    if "epochs" in raw.params or "pruner.unit" in raw.params:
+    steps, or the budget is searched). Raises Invalid when a schedule cannot fit the fixed budget, or such
+    trials would fail at setup."""
+    if "epochs" in raw.params:
         return [None]
-    epochs, ends = _budget(raw, fixed), []
-    for method, blame, settings in schedules(raw, fixed, methods):
+    ends = []
+    for method, settings in schedules(raw, fixed, methods):
         try:
-            ends.append(contract.final_density_epoch(method, settings, epochs))
+            ends.append(contract.final_density_epoch(method, settings, _budget(raw, fixed)))
         except UsageError as err:
-            raise Invalid(f"{blame}: {err}") from None
+            raise Invalid(f"{_blame(raw, fixed, err)}: {err}") from None
     return ends
 
 
@@ -194,23 +198,25 @@ def check_start_point(index: int, point: dict, raw: RawSpace, fixed: dict) -> No
                               f"(when: {other} in {list(values)})")
 
 
-def check_objectives(raw: RawSpace, fixed: dict, reported: tuple[str, ...]) -> None:
-    """1 to 3 distinct objectives, each a metric in `reported` (what every trial reports); never a test metric.
+def check_objectives(raw: RawSpace, fixed: dict) -> None:
+    """1 to 3 distinct objectives, each a metric every trial reports; never a test metric.
 
     Choosing on the test set makes every number the sweep reports optimistic, so selection runs on the
     validation split (`val_fraction` of the training data) and the test set is only measured.
     """
     if not 1 <= len(raw.objectives) <= 3:
         raise Invalid(f"objectives: expected 1 to 3 objectives, got {len(raw.objectives)}")
+    val_fraction = fixed.get("val_fraction", contract.default_value("val_fraction"))
+    reported = contract.reported_metrics(val_fraction)
     seen: set[str] = set()
     for i, o in enumerate(raw.objectives):
         if o.metric.startswith("test_"):
             raise Invalid(f"objectives.{i}.metric: {o.metric!r} would choose on the test set, which makes the "
                           f"results optimistic; use {o.metric.replace('test_', 'val_', 1)!r} (the validation "
                           "split) and read test_* in the results")
-        if o.metric.startswith("val_") and fixed.get("val_fraction", 1) == 0:
+        if o.metric in contract.REPORTED_METRICS and o.metric not in reported:
             raise Invalid(f"objectives.{i}.metric: {o.metric!r} needs a validation split, but fixed.val_fraction "
-                          "is 0")
+                          f"is {val_fraction}")
         if o.metric not in reported:
             raise Invalid(f"objectives.{i}.metric: no trial reports {o.metric!r}; "
                           f"reported: {', '.join(reported)}")

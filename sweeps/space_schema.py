@@ -137,7 +137,7 @@ class _ResourcesRaw(_Schema):
 
 class _EarlyStoppingRaw(_Schema):
     enabled: Annotated[Any, AfterValidator(_auto_or_bool)] = "auto"
-    grace_period: StrictInt | None = Field(None, ge=1)   # None: a quarter of the budget
+    grace_period: StrictInt | None = Field(None, ge=1)   # None: when every trial has its final density
     reduction_factor: StrictFloat = Field(3.0, gt=1)
 
 

@@ -43,12 +43,17 @@ class TrialRows:
         return self.table.rows()
 
 
+def config_columns(config: dict) -> dict:
+    """A trial's flat config as the table's config.* columns, under their recorded names."""
+    return {f"config.{recorded_name(k)}": v for k, v in flatten(config).items()}
+
+
 def trial_row(trial_id: str, trial, state: str, run_id: str | None, error: str | None) -> dict:
     """A Ray trial's row: its config as config.* columns, its last metrics, where it ran and how it ended."""
     last = trial.last_result or {}
     return {
         "trial_id": trial_id, "state": state,
-        **{f"config.{recorded_name(k)}": v for k, v in flatten(trial_params(trial.config)).items()},
+        **config_columns(trial_params(trial.config)),
         **{k: last.get(k) for k in REPORTED_METRICS},
         "epochs": last.get("epoch"), "train_seconds": last.get("time_total_s"),
         **{k: last.get(k) for k in PLACEMENT},

@@ -13,6 +13,7 @@ import argparse
 import copy
 import os
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -461,3 +462,14 @@ def test_a_negative_max_workers_of_a_node_type_is_the_projects_finding(tmp_path)
     text = edited("  gpu_worker:\n    min_workers: 0   # no sweep, no GPU bill\n    max_workers: 8",
                   "  gpu_worker:\n    min_workers: 0   # no sweep, no GPU bill\n    max_workers: -1")
     assert only_finding(write(tmp_path, text)) == ": available_node_types.gpu_worker: min_workers 0 > max_workers -1"
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path):
+    """`weightmom check-cluster FILE | head -1` with more findings than a pipe holds: no traceback."""
+    many = tmp_path / "many.yaml"
+    many.write_text("".join(f"key{i}: AKIA{'A' * 16}\n" for i in range(3000)))   # a finding per line
+    script = f"set -o pipefail; {shlex.quote(sys.executable)} -m weightmom_sweeps check-cluster {many} | head -1"
+    result = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0 and result.stdout.count("\n") == 1, result.stderr
+    assert result.stderr == ""

@@ -90,7 +90,7 @@ def test_digits_quick_is_the_cheap_default():
     assert (space.trials, space.concurrency, space.epochs) == (8, 2, 12)
     assert (space.resources.cpu, space.resources.gpu) == (1, 0)
     assert space.fixed["dataset"] == "digits" and space.fixed["model"] == "lenet300"
-    assert space.early_stopping.enabled and space.early_stopping.grace_period == 6  # after the latest prune_end
+    assert space.early_stopping.enabled and space.early_stopping.grace_period == 6  # once pruning is done
     assert space.metrics == ["val_accuracy", "density"] and space.modes == ["max", "min"]
 
 
@@ -421,3 +421,44 @@ def test_a_mapping_valued_model_argument_is_one_argument(tmp_path, monkeypatch):
     space = load_space(write_space(tmp_path, data, "block.yaml"))
     assert space.fixed["model_args.block.depth"] == 2
     assert space.train_config({**space.fixed, "method": "gmp"}).model_args == {"block": {"depth": 2}}
+
+
+def _early_stopping_space(tmp_path, methods, early_stopping, fixed=None, name="es.yaml"):
+    data = copy.deepcopy(BASE)
+    data["params"]["method"]["choices"] = methods
+    data["params"]["pruner.window"]["when"] = {"method": [m for m in methods if m == "weightmom"] or methods[:1]}
+    if "weightmom" not in methods:
+        del data["params"]["pruner.window"]
+    data["fixed"].update(epochs=20, **(fixed or {}))
+    data["early_stopping"] = early_stopping
+    return write_space(tmp_path, data, name)
+
+
+@pytest.mark.parametrize("methods, fixed, expected", [
+    (["weightmom", "gmp"], {}, (True, 15)),                       # the schedule's default end: 75% of 20 epochs
+    (["weightmom"], {"pruner": {"prune_end": 8}}, (True, 8)),
+    (["snip", "random", "n2nskip"], {}, (True, 1)),               # final density from the start
+    (["weightmom", "gsm"], {}, (False, 20)),                      # GSM masks at the last epoch: nothing to compare
+    (["weightmom"], {"pruner": {"unit": "step", "prune_end": 50}}, (False, 1)),   # the epoch is not known here
+])
+def test_auto_early_stopping_compares_trials_once_they_have_their_final_density(tmp_path, methods, fixed,
+                                                                                 expected):
+    space = load_space(_early_stopping_space(tmp_path, methods, "auto", fixed))
+    assert (space.early_stopping.enabled, space.early_stopping.grace_period) == expected
+
+
+@pytest.mark.parametrize("methods, fixed", [(["weightmom", "gsm"], {}),
+                                            (["weightmom"], {"pruner": {"unit": "step", "prune_end": 50}})])
+def test_early_stopping_that_cannot_work_is_refused_and_a_finished_copy_still_reads(tmp_path, methods, fixed):
+    path = _early_stopping_space(tmp_path, methods, True, fixed)
+    with pytest.raises(UsageError, match=r"early_stopping\.grace_period: "):
+        load_space(path)
+    assert not load_space(path, import_code=False).early_stopping.enabled
+
+
+def test_a_schedule_error_names_the_setting_that_fails(tmp_path):
+    data = copy.deepcopy(BASE)
+    data["params"]["pruner.prune_end"] = {"type": "int", "low": 5, "high": 14}
+    data["params"]["pruner.prune_every"] = {"type": "categorical", "choices": [1, 2]}
+    with pytest.raises(UsageError, match=r"params\.pruner\.prune_end: pruner\.prune_end \(14\.0\) is after"):
+        load_space(write_space(tmp_path, data))

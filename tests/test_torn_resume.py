@@ -262,3 +262,23 @@ def test_resume_ends_only_the_killed_drivers_ray_leftovers(tmp_path: Path, local
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
             driver.wait(timeout=30)
+
+
+def test_a_row_rebuilt_from_the_study_has_the_recorders_columns(tmp_path: Path) -> None:
+    """A finished trial whose row the killed driver never wrote is rebuilt from the study with the same
+    config.* names the recorder uses (the density asked for is config.target_density)."""
+    from sweeps.recovery import row_from_study
+    from sweeps.space import load_space
+    from sweeps.trial_rows import config_columns
+
+    space = load_space(write_space(tmp_path, "rebuilt", trials=4))
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    trial = study.ask()
+    constants = space.define_by_run(trial)
+    trial.set_user_attr(RAY_TRIAL_ID, "abc")
+    study.tell(trial, [0.9, 0.1])
+    row = row_from_study(space, study.trials[0])
+    expected = config_columns({**constants, **study.trials[0].params})
+    assert {k: v for k, v in row.items() if k.startswith("config.")} == expected
+    assert "config.target_density" in row and "config.density" not in row
+    assert (row["trial_id"], row["state"], row["val_accuracy"]) == ("abc", "COMPLETE", 0.9)

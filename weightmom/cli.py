@@ -11,6 +11,7 @@ import argparse
 import json
 import math
 import os
+import select
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -176,9 +177,22 @@ def main(argv: list[str] | None = None, extensions: Iterable[Extension] = ()) ->
     except KeyboardInterrupt:
         print("weightmom: interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:   # `weightmom pareto DIR | head`: the reader has gone, which is no error of ours
+    except BrokenPipeError:
+        if not _stdout_closed():   # a pipe of Ray's or a socket's: a real failure
+            raise
+        # `weightmom pareto DIR | head`: the reader has gone, which is no error of ours.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # so the exit flush has nowhere to fail
         return 0
+
+
+def _stdout_closed() -> bool:
+    """Whether stdout is a pipe whose reader has gone (poll reports an error on its write end)."""
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0))
+    except (OSError, ValueError, AttributeError):   # no real file descriptor (a test's captured stdout)
+        return False
     except TrainingDiverged as err:
         print(f"weightmom: error: {err}", file=sys.stderr)
         return 1

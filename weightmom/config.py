@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from weightmom.errors import UsageError, require
-from weightmom.methods import check_density, pruner_config
+from weightmom.methods import check_density, default_density, pruner_config
 from weightmom.strict import build, field_types
 
 OPTIMIZERS = ("sgd", "adam")
@@ -52,7 +52,7 @@ class TrainConfig:
     device: str = "auto"              # auto | cpu | cuda | cuda:N
 
     def __post_init__(self) -> None:
-        for name in ("density", *CHOICES, *FIELD_RULES):
+        for name in ("density", *FIELD_CHOICES, *FIELD_RULES):
             check_field(name, getattr(self, name))
         # The method's knobs too: a typo in pruner.* fails here, before any data is read.
         pruner_config(self.method, self.target_density, self.pruner)
@@ -61,10 +61,10 @@ class TrainConfig:
     def target_density(self) -> float:
         if self.density is not None:
             return self.density
-        return 1.0 if self.method == "dense" else 0.1
+        return default_density(self.method)
 
 
-CHOICES: dict[str, tuple[str, ...]] = {"optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES}
+FIELD_CHOICES: dict[str, tuple[str, ...]] = {"optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES}
 # Each field's own rule, as (holds, what it must be); types are checked by `build`.
 FIELD_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "epochs": (lambda v: v > 0, "must be a positive integer"),
@@ -84,8 +84,9 @@ def check_field(name: str, value: Any) -> None:
     if name == "density":
         if value is not None:
             check_density(value)
-    elif name in CHOICES:
-        require(value in CHOICES[name], f"unknown {name} {value!r}; choose from: {', '.join(CHOICES[name])}")
+    elif name in FIELD_CHOICES:
+        choices = FIELD_CHOICES[name]
+        require(value in choices, f"unknown {name} {value!r}; choose from: {', '.join(choices)}")
     elif name in FIELD_RULES:
         holds, expected = FIELD_RULES[name]
         require(holds(value), f"{name} {expected} (got {value})")

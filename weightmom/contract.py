@@ -15,16 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from weightmom.config import TrainConfig, check_field, flatten, from_flat, mapping_fields
-from weightmom.data_sources import check_dataset_name, data_loader
 from weightmom.errors import UsageError, require
-from weightmom.imports import is_import_path
-from weightmom.methods import METHODS, method_knob_types, pruner_config
-from weightmom.models import check_model_name, model_factory
+from weightmom.methods import METHODS, default_density, method_knob_types, pruner_config
 from weightmom.strict import coerce, field_types
 
-__all__ = ["METHOD_NAMES", "NESTED", "REPORTED_METRICS", "SCHEDULE_KNOBS", "TOP_LEVEL_KEYS", "Knob", "TrainConfig",
-           "check_data_source", "check_model_source", "check_name", "check_value", "config_from_flat",
-           "default_value", "final_density_epoch", "flat_config", "flatten", "method_knobs", "methods_taking"]
+__all__ = ["METHOD_NAMES", "NESTED", "REPORTED_METRICS", "SCHEDULE_KNOBS", "SCHEDULE_SETTINGS", "TOP_LEVEL_KEYS",
+           "Knob", "TrainConfig", "check_data_source", "check_model_source", "check_name", "check_value",
+           "config_from_flat", "default_value", "final_density_epoch", "flat_config", "flatten", "method_knobs",
+           "methods_taking", "reported_metrics"]
 
 # What every run reports each epoch besides `epoch` (val_* only with a validation split): the one list
 # a sweep logs and may optimise.
@@ -36,6 +34,8 @@ METHOD_NAMES = tuple(METHODS)
 # Knobs counted in the schedule's unit (epochs unless pruner.unit is step): they fit only the budget they
 # were chosen for, so a shortened run (a smoke test) drops them.
 SCHEDULE_KNOBS = ("pruner.prune_start", "pruner.prune_end", "pruner.prune_every")
+# What decides when a schedule ends: those knobs and the unit they count in.
+SCHEDULE_SETTINGS = (*SCHEDULE_KNOBS, "pruner.unit")
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,11 @@ class Knob:
     default: Any
     range: str | None = None                 # e.g. "must be >= 1"
     choices: tuple[str, ...] | None = None
+
+
+def reported_metrics(val_fraction: float) -> tuple[str, ...]:
+    """What a run with this `val_fraction` reports: val_* only when it holds out a validation split."""
+    return tuple(m for m in REPORTED_METRICS if val_fraction > 0 or not m.startswith("val_"))
 
 
 def config_from_flat(flat: Mapping[str, Any]) -> TrainConfig:
@@ -67,7 +72,7 @@ def default_value(key: str) -> Any:
 
 def method_knobs(method: str) -> dict[str, Knob]:
     """The pruner.* knobs `method` takes, by name."""
-    defaults = pruner_config(method, 0.1 if method != "dense" else 1.0)
+    defaults = pruner_config(method, default_density(method))
     rules, choices = getattr(defaults, "RULES", {}), getattr(defaults, "CHOICES", {})
     return {name: Knob(name, _type_name(hint), getattr(defaults, name), rules.get(name, (None, None))[1],
                        choices.get(name)) for name, hint in method_knob_types(method).items()}
@@ -103,9 +108,13 @@ def check_name(name: str, methods: Sequence[str]) -> None:
 def check_value(name: str, value: Any, methods: Sequence[str]) -> None:
     """`value` passes the rules of key `name` (already checked by `check_name`) under every one of `methods`.
 
-    One key at a time, so the error lands on the right key; the message does not repeat the key.
-    model_args.* are checked against the model's factory by `check_sources`.
+    One key at a time, so the error lands on the right key; a type error leaves out the `name: ` its
+    message would start with (the caller names the key). model_args.* are checked against the model's
+    factory by `check_model_source`.
     """
+    from weightmom.data_sources import check_dataset_name
+    from weightmom.models import check_model_name
+
     head, _, knob = name.partition(".")
     if head == "model_args":
         return
@@ -114,7 +123,8 @@ def check_value(name: str, value: Any, methods: Sequence[str]) -> None:
             _without_key(lambda m=method: pruner_config(m, 0.1, {knob: value}), name)
         return
     if name == "method":
-        require(value in METHODS, f"unknown method {value!r}; choose from: {', '.join(METHODS)}")
+        require(isinstance(value, str) and value in METHODS,
+                f"unknown method {value!r}; choose from: {', '.join(METHODS)}")
         return
     value = _without_key(lambda: coerce(value, field_types(TrainConfig)[name], name), name)
     if name == "model":
@@ -147,7 +157,7 @@ def final_density_epoch(method: str, settings: Mapping[str, Any], epochs: int) -
     pruner = {k.removeprefix("pruner."): v for k, v in settings.items()
               if k.startswith("pruner.") and k.removeprefix("pruner.") in knobs}
     spec = METHODS[method]
-    config = pruner_config(method, 1.0 if method == "dense" else 0.1, pruner)
+    config = pruner_config(method, default_density(method), pruner)
     if spec.final_density == "init":
         return 0.0
     if spec.final_density == "end":
@@ -160,9 +170,14 @@ def final_density_epoch(method: str, settings: Mapping[str, Any], epochs: int) -
 def check_model_source(model: str, width: float, model_args: Iterable[str]) -> None:
     """The model can be built with arguments named `model_args` (values unknown yet) and `width`, which
     applies to import-path models only. Imports a user's module."""
+    from weightmom.imports import is_import_path
+    from weightmom.models import model_factory
+
     model_factory(model, width if is_import_path(model) else 1.0, dict.fromkeys(model_args), partial=True)
 
 
 def check_data_source(dataset: str, data_dir: str | None) -> None:
     """The dataset can be loaded from `data_dir`: names and folders are checked, no data is read."""
+    from weightmom.data_sources import data_loader
+
     data_loader(dataset, data_dir)

@@ -1,7 +1,7 @@
 """User code named by import path: `package.module:attribute`, for models and datasets alike.
 
 The current directory is searched first, as `python -m` does, so `--model mymod:build` finds
-`./mymod.py` whether the command is `weightmom` or `python -m weightmom`. Every failure is one
+`./mymod.py` whether the command is `weightmom` or `python -m weightmom_sweeps`. Every failure is one
 UsageError line naming the path, never an import traceback.
 """
 

@@ -29,6 +29,11 @@ def check_density(density: float) -> None:
     require(0 < density <= 1, f"density must be in (0, 1] (got {density})")
 
 
+def default_density(method: str) -> float:
+    """The density a run of `method` aims for when none is given: dense keeps everything."""
+    return 1.0 if method == "dense" else 0.1
+
+
 class Knobs:
     """A method config's own rules as data, so they can be listed (weightmom.contract.method_knobs) as well
     as enforced: RULES per field (a range, in words), CHOICES per field naming one of a few options."""
@@ -45,7 +50,8 @@ class Knobs:
                         f"unknown pruner.{name} {value!r}; choose from: {', '.join(self.CHOICES[name])}")
             elif name in self.RULES:
                 holds, expected = self.RULES[name]
-                require(holds(value), f"pruner.{name} {expected} (got {value})")
+                shown = list(value) if isinstance(value, tuple) else value   # as the user writes it: [1, 3]
+                require(holds(value), f"pruner.{name} {expected} (got {shown})")
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,9 @@
 """The training loop: data on the device as tensors, a pruner called at fixed points.
 
 One `train(config)` call is one run, from a notebook, the command line or a
-sweep trial alike. `report(metrics)` is called after every epoch; a sweep
-passes its own reporting function there. The step itself is weightmom.trainer's.
+sweep trial alike. `report(metrics)` is called after every epoch with `epoch` and
+weightmom.contract.REPORTED_METRICS; a sweep passes its own reporting function there.
+The step itself is weightmom.trainer's.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from weightmom.config import TrainConfig
-from weightmom.contract import REPORTED_METRICS  # noqa: F401  (what `report` gets, besides `epoch`)
 from weightmom.data import TensorDataset, iterate_batches, normalize, split_validation
 from weightmom.data_sources import Loader, as_tensor_dataset, data_loader
 from weightmom.errors import TrainingDiverged, UsageError

@@ -1,7 +1,7 @@
 """The `weightmom` console script: weightmom's `train` and `evaluate`, plus sweeps' commands.
 
-It stands above both packages, so the library never imports the sweep layer. Only argparse loads here;
-each command imports what it needs when it runs.
+It stands above both packages, so the library never imports the sweep layer. Only argparse, yaml and
+packaging load here; each command imports what it needs (torch, Ray, Optuna, MLflow) when it runs.
 """
 
 from __future__ import annotations
