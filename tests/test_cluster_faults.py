@@ -24,6 +24,7 @@ import optuna
 import pyarrow.parquet as pq
 import pytest
 import ray
+import ray.cloudpickle
 import yaml
 from mlflow.tracking import MlflowClient
 
@@ -118,6 +119,21 @@ def checkpoints(out: Path) -> dict[str, int]:
     return found
 
 
+def snapshot_checkpoints(out: Path) -> dict[str, int]:
+    """Running trial id -> the checkpoint index Ray's newest experiment snapshot names for it (-1: none).
+
+    Ray's own record (ray 2.60's experiment_state JSON, each trial's storage context cloudpickled), so a
+    test can wait for what a resume will really restore rather than for a file on disk.
+    """
+    snapshots = sorted((out / "ray").glob("*/experiment_state-*.json"))
+    try:
+        trials = [json.loads(entry[0]) for entry in json.loads(snapshots[-1].read_text())["trial_data"]]
+    except (IndexError, ValueError, OSError):   # none yet, or one being written
+        return {}
+    return {t["trial_id"]: ray.cloudpickle.loads(bytes.fromhex(t["storage"]["value"])).current_checkpoint_index
+            for t in trials if t.get("status") == "RUNNING"}
+
+
 def results(out: Path, trial_id: str) -> list[dict]:
     """The results Ray's driver logged for a trial (result.json), without a line being written."""
     folder = next(f for f in trial_folders(out) if f.name.startswith(f"run_trial_{trial_id}_"))
@@ -157,9 +173,6 @@ class Background:
         if self.error is not None:
             raise self.error
         return self.rows
-
-
-SNAPSHOT_WAIT_S = 2.5   # longer than the sweep's snapshot period (TUNE_GLOBAL_CHECKPOINT_S = 2)
 
 
 def wait_for(condition, timeout: float, what: str, alive=lambda: True) -> None:
@@ -227,7 +240,7 @@ def test_lost_worker_node_retries_its_trial_from_the_last_checkpoint(tmp_path: P
 
 def test_killed_driver_resumes_against_the_surviving_cluster(tmp_path: Path, cluster, mlflow_server) -> None:
     out = tmp_path / "sweep"
-    trials, epochs = 5, 40   # long enough to stay in flight past a snapshot
+    trials, epochs = 5, 40   # long enough to be running when a snapshot (every 2 s) is taken
     space = write_space(tmp_path, "driver-kill", trials=trials, concurrency=2, epochs=epochs,
                         resources={"cpu": 1, "gpu": 1})
     command = [sys.executable, "-m", "weightmom_sweeps", "sweep", str(space), "--address", cluster.address,
@@ -235,34 +248,20 @@ def test_killed_driver_resumes_against_the_surviving_cluster(tmp_path: Path, clu
                "--verbose", "0"]
     log = tmp_path / "first.log"
 
-    def running(seen=None) -> bool:
-        assert driver.poll() is None, f"{seen} {log.read_text()[-3000:]}"
+    def running() -> bool:
+        assert driver.poll() is None, log.read_text()[-3000:]
         return True
 
-    first_seen: dict[str, float] = {}
-
     def in_flight() -> set[str]:
-        """Trials with no row yet whose checkpoint the driver has had long enough to put in a snapshot.
-
-        A checkpoint on disk is not yet one Ray's experiment snapshot names: the driver records it when
-        it processes the result, and snapshots at most every TUNE_GLOBAL_CHECKPOINT_S (2 s) after that.
-        """
-        client = MlflowClient(mlflow_server.uri)
+        """Running trials with no row yet whose checkpoint Ray's newest snapshot names: what a resume restores."""
         done = {r["trial_id"] for r in read_table(out / "trials.parquet")} if rows_so_far(out) else set()
-        now = time.monotonic()
-        logged = child_runs(client, out) if (out / "sweep.json").exists() else {}
-        for trial in {t for t, index in checkpoints(out).items() if index >= 1} - done:
-            # The recorder flushes a trial's epochs to MLflow when the driver takes its checkpoint.
-            if trial in logged and len(steps(client, logged[trial])) >= 2:
-                first_seen.setdefault(trial, now)
-        return {t for t, seen in first_seen.items() if t not in done and now - seen >= SNAPSHOT_WAIT_S}
+        return {t for t, index in snapshot_checkpoints(out).items() if index >= 0} - done
 
     with open(log, "wb") as sink:
         # Its own session: the SIGKILL takes the driver only; the cluster, started by this test, lives on.
         driver = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_for(lambda: bool(in_flight()) and rows_so_far(out) >= 1, 180,
-                 "a finished trial and one in flight", lambda: running(first_seen))
+        wait_for(lambda: rows_so_far(out) >= 1 and in_flight(), 180, "a finished trial and one in flight", running)
         interrupted = in_flight()
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait(timeout=30)

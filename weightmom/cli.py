@@ -177,6 +177,9 @@ def main(argv: list[str] | None = None, extensions: Iterable[Extension] = ()) ->
     except KeyboardInterrupt:
         print("weightmom: interrupted", file=sys.stderr)
         return 130
+    except TrainingDiverged as err:
+        print(f"weightmom: error: {err}", file=sys.stderr)
+        return 1
     except BrokenPipeError:
         if not _stdout_closed():   # a pipe of Ray's or a socket's: a real failure
             raise
@@ -193,6 +196,3 @@ def _stdout_closed() -> bool:
         return any(events & (select.POLLERR | select.POLLHUP) for _, events in poll.poll(0))
     except (OSError, ValueError, AttributeError):   # no real file descriptor (a test's captured stdout)
         return False
-    except TrainingDiverged as err:
-        print(f"weightmom: error: {err}", file=sys.stderr)
-        return 1
