@@ -8,7 +8,6 @@ silently falls back to a default wastes a GPU-night.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import yaml
 
 from weightmom.errors import UsageError, require
 from weightmom.methods import check_density, default_density, pruner_config
-from weightmom.strict import build, field_types
+from weightmom.strict import Rule, build, check_rule, field_types
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("cosine", "step", "constant")
@@ -66,7 +65,7 @@ class TrainConfig:
 
 FIELD_CHOICES: dict[str, tuple[str, ...]] = {"optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES}
 # Each field's own rule, as (holds, what it must be); types are checked by `build`.
-FIELD_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+FIELD_RULES: dict[str, Rule] = {
     "epochs": (lambda v: v > 0, "must be a positive integer"),
     "lr": (lambda v: v > 0 and math.isfinite(v), "must be positive"),
     "batch_size": (lambda v: v > 0, "must be positive"),
@@ -84,12 +83,8 @@ def check_field(name: str, value: Any) -> None:
     if name == "density":
         if value is not None:
             check_density(value)
-    elif name in FIELD_CHOICES:
-        choices = FIELD_CHOICES[name]
-        require(value in choices, f"unknown {name} {value!r}; choose from: {', '.join(choices)}")
-    elif name in FIELD_RULES:
-        holds, expected = FIELD_RULES[name]
-        require(holds(value), f"{name} {expected} (got {value})")
+    else:
+        check_rule(name, name, value, FIELD_RULES, FIELD_CHOICES)
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -9,19 +9,15 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any, ClassVar, Literal
 
 from weightmom.errors import UsageError, require
-from weightmom.strict import build, field_types
+from weightmom.strict import Rule, build, check_rule, field_types
 
 ALLOCATIONS = ("importance", "uniform", "global", "erk")
 UNITS = ("epoch", "step")
 BASES = ("snip", "random")
-
-
-Rule = tuple[Callable[[Any], bool], str]   # (holds for the value, what the value must be)
 
 
 def check_density(density: float) -> None:
@@ -44,14 +40,7 @@ class Knobs:
     def __post_init__(self) -> None:
         check_density(self.density)
         for name in (f.name for f in fields(self)):
-            value = getattr(self, name)
-            if name in self.CHOICES:
-                require(value in self.CHOICES[name],
-                        f"unknown pruner.{name} {value!r}; choose from: {', '.join(self.CHOICES[name])}")
-            elif name in self.RULES:
-                holds, expected = self.RULES[name]
-                shown = list(value) if isinstance(value, tuple) else value   # as the user writes it: [1, 3]
-                require(holds(value), f"pruner.{name} {expected} (got {shown})")
+            check_rule(f"pruner.{name}", name, getattr(self, name), self.RULES, self.CHOICES)
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,12 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from weightmom.errors import UsageError
+from weightmom.errors import UsageError, require
+
+Rule = tuple[Callable[[Any], bool], str]   # (holds for the value, what the value must be, in words)
 
 
 def coerce(value: Any, hint: Any, key: str) -> Any:
@@ -54,6 +57,18 @@ def _coerce_sequence(value: Any, item: Any, key: str) -> tuple:
         return tuple(coerce(v, item, key) for v in items)
     except UsageError:
         raise UsageError(f"{key}: expected a list of {item.__name__}, got {value!r}") from None
+
+
+def check_rule(key: str, name: str, value: Any, rules: Mapping[str, Rule],
+               choices: Mapping[str, tuple[str, ...]]) -> None:
+    """Field `name`'s own rule, with `key` (`lr`, `pruner.window`) naming it in the message: one of its
+    `choices`, or what its entry in `rules` asks. A field in neither has no rule of its own."""
+    if name in choices:
+        require(value in choices[name], f"unknown {key} {value!r}; choose from: {', '.join(choices[name])}")
+    elif name in rules:
+        holds, expected = rules[name]
+        shown = list(value) if isinstance(value, tuple) else value   # as the user writes it: [1, 3]
+        require(holds(value), f"{key} {expected} (got {shown})")
 
 
 def field_types(cls: type) -> dict[str, Any]:
