@@ -321,7 +321,7 @@ def test_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(tmp_path: P
 
 def test_mlflow_server_restart_mid_sweep_loses_no_metric(tmp_path: Path, cluster, mlflow_server) -> None:
     out = tmp_path / "sweep"
-    trials, epochs = 6, 40   # trials still running (and logging) while the server is down, on a quiet machine too
+    trials, epochs = 6, 120   # trials still running (and logging) while the server is down, on a quiet machine too
     space = write_space(tmp_path, "server-restart", trials=trials, concurrency=2, epochs=epochs,
                         resources={"cpu": 1, "gpu": 1})
     pending = out / "mlflow_pending.jsonl"
