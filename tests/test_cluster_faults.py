@@ -212,13 +212,18 @@ def test_lost_worker_node_retries_its_trial_from_the_last_checkpoint(tmp_path: P
     cluster.add_node(**WORKER)   # three workers for two trials: one is free to take the retry
     driver = Background(space, out, mlflow_server.uri, cluster)
 
+    where: dict[str, str] = {}   # read once: result.json is being appended to while the trial runs
+
     def checkpointed() -> str | None:
         """A trial with its 3rd checkpoint on storage and a result that says where it runs."""
-        return next((t for t, index in checkpoints(out).items() if index >= 2 and results(out, t)), None)
+        for trial, index in checkpoints(out).items():
+            if index >= 2 and (logged := results(out, trial)):
+                where[trial] = logged[-1]["node_id"]
+                return trial
+        return None
 
     wait_for(checkpointed, 120, "a trial's 3rd checkpoint", driver.alive)
-    trial_id = checkpointed()
-    lost = results(out, trial_id)[-1]["node_id"]
+    trial_id, lost = next(iter(where.items()))
     cluster.remove_node(next(n for n in cluster.worker_nodes if n.node_id == lost), allow_graceful=False)
     rows = driver.join(240)
 
