@@ -34,7 +34,7 @@ from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from weightmom.errors import UsageError
+from weightmom.errors import require
 
 PINNED = ("ray", "optuna", "mlflow")   # the cluster must run the driver's versions of these
 REQUIRED_EXTRAS = {"ray": {"default": "the dashboard and job server that `ray job submit` talks to",
@@ -74,10 +74,8 @@ def add_parser(commands) -> None:
 def run_check_cluster(args: argparse.Namespace) -> int:
     """Print one line per problem and return 1, or `PATH: ok` and 0; a path that is no file is a usage error."""
     path = Path(args.path)
-    if not path.exists():
-        raise UsageError(f"{path}: no such file")
-    if not path.is_file():
-        raise UsageError(f"{path}: not a file")
+    require(path.exists(), f"{path}: no such file")
+    require(path.is_file(), f"{path}: not a file")
     problems = cluster_problems(path)
     print("\n".join(problems) if problems else f"{path}: ok")
     return 1 if problems else 0

@@ -118,12 +118,8 @@ def accuracy_density_hypervolume(points: Sequence[tuple[float, float]], chance: 
         x = math.log10(min(max(density, DENSITY_FLOOR), 1.0)) / math.log10(DENSITY_FLOOR)
         y = min(max((accuracy - chance) / (1.0 - chance), 0.0), 1.0)
         scaled.append((x, y))
-    area, best_y = 0.0, 0.0
-    scaled.sort(reverse=True)   # the sparsest first; each point adds the strip up to the next sparser one
-    for (x, y), (next_x, _) in zip(scaled, [*scaled[1:], (0.0, 0.0)]):
-        best_y = max(best_y, y)
-        area += (x - next_x) * best_y
-    return area
+    # Both axes grow towards the corner (1, 1): negated, they are losses dominating the reference (0, 0).
+    return _dominated_volume(-np.asarray(scaled), np.zeros(2)) if scaled else 0.0
 
 
 def sweep_hypervolume(rows: Sequence[dict], metrics: Sequence[str], modes: Sequence[str]) -> tuple[float, str]:

@@ -30,7 +30,7 @@ def possible_methods(raw: RawSpace, fixed: dict) -> list[str]:
     """The methods trials can run, checked first: every knob check depends on them."""
     spec = raw.params.get("method")
     if spec is None:
-        named = [("fixed.method", fixed.get("method", contract.default_value("method")))]
+        named = [("fixed.method", _fixed(fixed, "method"))]
     elif isinstance(spec, (CategoricalParam, FixedParam)):
         named = [(f"params.method.{suffix}", value) for suffix, value in spec.samples()]
         if not named:   # before any check that asks which methods can run: with none, every one fails
@@ -58,6 +58,11 @@ def _check_name(key: str, name: str, methods: list[str]) -> None:
         raise Invalid(f"{key}: method {', '.join(others)} does not take this knob; {hint}")
 
 
+def _fixed(fixed: dict, name: str) -> Any:
+    """A top-level key's value for every trial: as the space fixes it, else the library's default."""
+    return fixed.get(name, contract.default_value(name))
+
+
 def _check_value(key: str, name: str, value: Any, methods: list[str]) -> None:
     try:
         contract.check_value(name, value, methods)
@@ -69,7 +74,7 @@ def _possible(raw: RawSpace, fixed: dict, name: str) -> list[tuple[str, Any]]:
     """(key path, value) for every value `name` can take: its param's samples, else fixed, else the default."""
     if name in raw.params:
         return [(f"params.{name}.{suffix}", value) for suffix, value in raw.params[name].samples()]
-    return [(f"fixed.{name}", fixed.get(name, contract.default_value(name)))]
+    return [(f"fixed.{name}", _fixed(fixed, name))]
 
 
 def check_sources(raw: RawSpace, fixed: dict) -> None:
@@ -163,10 +168,6 @@ def _blame(raw: RawSpace, fixed: dict, err: UsageError) -> str:
     return "fixed.epochs"
 
 
-def _budget(raw: RawSpace, fixed: dict) -> int:
-    return fixed.get("epochs", contract.default_value("epochs"))
-
-
 def final_density_epochs(raw: RawSpace, fixed: dict, methods: list[str]) -> list[float | None]:
     """For every schedule a trial can run, the epoch from which it has its final density (None: counted in
     steps, or the budget is searched). Raises Invalid when a schedule cannot fit the fixed budget, or such
@@ -176,7 +177,7 @@ def final_density_epochs(raw: RawSpace, fixed: dict, methods: list[str]) -> list
     ends = []
     for method, settings in schedules(raw, fixed, methods):
         try:
-            ends.append(contract.final_density_epoch(method, settings, _budget(raw, fixed)))
+            ends.append(contract.final_density_epoch(method, settings, _fixed(fixed, "epochs")))
         except UsageError as err:
             raise Invalid(f"{_blame(raw, fixed, err)}: {err}") from None
     return ends
@@ -206,7 +207,7 @@ def check_objectives(raw: RawSpace, fixed: dict) -> None:
     """
     if not 1 <= len(raw.objectives) <= 3:
         raise Invalid(f"objectives: expected 1 to 3 objectives, got {len(raw.objectives)}")
-    val_fraction = fixed.get("val_fraction", contract.default_value("val_fraction"))
+    val_fraction = _fixed(fixed, "val_fraction")
     reported = contract.reported_metrics(val_fraction)
     seen: set[str] = set()
     for i, o in enumerate(raw.objectives):
@@ -229,7 +230,7 @@ def resolve_early_stopping(raw: RawSpace, fixed: dict, final_epochs: list[float 
     """(enabled, grace period), auto resolved. ASHA compares trials at shared epochs, so it needs a fixed
     budget of some length; and before a trial has its final density it is ahead just for being denser, so
     the default grace period is the latest epoch `final_epochs` (from final_density_epochs) names."""
-    es, epochs = raw.early_stopping, _budget(raw, fixed)
+    es, epochs = raw.early_stopping, _fixed(fixed, "epochs")
     if es.enabled is True and "epochs" in raw.params:
         raise Invalid("early_stopping.enabled: ASHA needs a fixed budget, but params.epochs is searched")
     unknown = None in final_epochs

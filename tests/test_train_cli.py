@@ -192,4 +192,3 @@ def test_diverging_training_is_one_line_and_exit_1(tmp_path: Path, capsys) -> No
     err = capsys.readouterr().err
     assert err.startswith("weightmom: error: training diverged in epoch 1") and err.count("\n") == 1
     assert not out.exists()
-

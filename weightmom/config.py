@@ -174,7 +174,6 @@ def resolve_config(preset: str = "default", file: str | Path | None = None,
     return build(TrainConfig, values)
 
 
-
 def from_flat(flat: dict[str, Any]) -> TrainConfig:
     """A TrainConfig from flat keys (`lr`, `pruner.window`, `model_args.depth`): how sweeps and tables hold one."""
     values: dict[str, Any] = {}

@@ -18,7 +18,6 @@ from torch import nn
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
-
 @dataclass
 class TrainingContext:
     """What a pruner may know about the run it is attached to."""

@@ -29,5 +29,3 @@ class RandomPruner(Pruner):
             keep = max(1, round(self.config.density * layer.weight.numel()))
             masks.append(random_mask(layer.weight.shape, keep, generator).to(layer.mask))
         self.set_masks(masks)
-
-
