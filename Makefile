@@ -32,7 +32,7 @@ bench: $(BIN)/weightmom
 MLFLOW_PORT ?= 5000
 mlflow-ui: $(BIN)/weightmom
 	@test -f runs/demo/sweep.json || { echo "runs/demo holds no sweep yet: run make demo first" >&2; exit 2; }
-	@page=$$($(BIN)/python -c 'from sweeps.mlflow_ui import sweep_runs_page; print(sweep_runs_page("runs/demo"))'); \
+	@page=$$($(BIN)/python -c 'from sweeps.records.mlflow_ui import sweep_runs_page; print(sweep_runs_page("runs/demo"))'); \
 	url="http://127.0.0.1:$(MLFLOW_PORT)$$page"; \
 	( for attempt in $$(seq 120); do \
 	    kill -0 $$$$ 2>/dev/null || exit 0; \

@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from weightmom.config import TrainConfig
-from weightmom.data import iterate_batches, load_dataset
+from weightmom.data.datasets import iterate_batches, load_dataset
 from weightmom.models import create_model
 from weightmom.pruning import TrainingContext, create_pruner, pruner_config
 from weightmom.trainer import Trainer

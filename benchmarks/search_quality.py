@@ -3,7 +3,7 @@
 On the shipped digits-quick space (val_accuracy up, density down), runs R independent sweeps of T trials
 for each sampler (tpe, random, nsga2; sampler seed = repeat index), and R more with TPE and ASHA off.
 After every finished trial it measures the front's hypervolume in (log10 density, val accuracy) space
-(sweeps.pareto.accuracy_density_hypervolume: density clipped to [0.01, 1], accuracy from chance to 1,
+(sweeps.analysis.pareto.accuracy_density_hypervolume: density clipped to [0.01, 1], accuracy from chance to 1,
 normalised to 1); a linear-density hypervolume saturates near 0.95 for every sampler on this data.
 
 Prints, per arm: the median and range of the final hypervolume, its ratio to random's median, the median
@@ -25,9 +25,9 @@ from pathlib import Path
 
 import ray
 
-from sweeps.pareto import accuracy_density_hypervolume
-from sweeps.runner import SweepOptions, run_sweep
-from sweeps.space import load_space
+from sweeps.analysis.pareto import accuracy_density_hypervolume
+from sweeps.execution.runner import SweepOptions, run_sweep
+from sweeps.space.search_space import load_space
 
 CHANCE = 0.1   # digits: 10 balanced classes
 ARMS = {"tpe": ("tpe", True), "random": ("random", True), "nsga2": ("nsga2", True), "tpe, ASHA off": ("tpe", False)}

@@ -20,8 +20,8 @@ from pathlib import Path
 import ray
 import yaml
 
-from sweeps.runner import SweepOptions, run_sweep
-from sweeps.space import load_space
+from sweeps.execution.runner import SweepOptions, run_sweep
+from sweeps.space.search_space import load_space
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR_MINI = REPO.parent / "shared" / "data" / "cifar10-mini"

@@ -46,7 +46,7 @@ SNAPSHOT=$(ls "$OUT"/ray/*/experiment_state-*.json | sort | tail -1)
 echo "truncated $(basename "$SNAPSHOT") to $(stat -c %s "$SNAPSHOT") bytes"
 sleep 3
 SESSION=$("$PY" -c "import json, sys; print(json.load(open(sys.argv[1]))['session_dir'])" "$OUT/ray_session.json")
-leftovers() { "$PY" -c "import sys; from sweeps.ray_session import psutil, _holds_files_in
+leftovers() { "$PY" -c "import sys; from sweeps.execution.ray_session import psutil, _holds_files_in
 print(sorted(p.name() for p in psutil.process_iter() if _holds_files_in(p, sys.argv[1] + '/')))" "$SESSION"; }
 echo "processes left by the killed driver's Ray ($(basename "$SESSION")) before --resume: $(leftovers)"
 
@@ -67,8 +67,8 @@ from pathlib import Path
 import optuna
 from mlflow.tracking import MlflowClient
 
-from sweeps.results import read_table
-from sweeps.runner import load_state
+from sweeps.records.results import read_table
+from sweeps.records.state import load_state
 
 out = Path(sys.argv[1])
 state = load_state(out)

@@ -55,9 +55,10 @@ def add_parsers(commands) -> None:
 
 
 def run_sweep_command(args: argparse.Namespace) -> int:
-    from sweeps.code_dir import use_code_dir
-    from sweeps.runner import SweepOptions, load_state, run_sweep
-    from sweeps.space import load_space
+    from sweeps.execution.code_dir import use_code_dir
+    from sweeps.execution.runner import SweepOptions, run_sweep
+    from sweeps.records.state import load_state
+    from sweeps.space.search_space import load_space
 
     code_dir = use_code_dir(args.code_dir) if args.code_dir else None  # first: the space may import from it
     space = load_space(args.space)
@@ -83,8 +84,8 @@ def run_sweep_command(args: argparse.Namespace) -> int:
 
 def next_steps(out: Path, tracking_uri: str | None, port: int = 5000) -> list[str]:
     """Where the results are and the commands to look at them, runnable as printed from the working directory."""
-    from sweeps.mlflow_ui import sweep_runs_page
-    from sweeps.results import read_table
+    from sweeps.records.mlflow_ui import sweep_runs_page
+    from sweeps.records.results import read_table
 
     page = sweep_runs_page(out)
     lines = [f"Results: {out}/trials.parquet, {out}/pareto.parquet, plots in {out}/plots/"]
@@ -114,10 +115,10 @@ def _tool(name: str) -> str:
 
 
 def print_front(out: Path) -> None:
-    from sweeps.front import front_columns
-    from sweeps.pareto import format_table, sweep_hypervolume
-    from sweeps.results import read_table
-    from sweeps.runner import load_sweep_space
+    from sweeps.analysis.pareto import format_table, sweep_hypervolume
+    from sweeps.recorder.front import front_columns
+    from sweeps.records.results import read_table
+    from sweeps.records.state import load_sweep_space
 
     space = load_sweep_space(out)
     front = read_table(out / "pareto.parquet") if (out / "pareto.parquet").exists() else []
@@ -140,7 +141,7 @@ def run_pareto_command(args: argparse.Namespace) -> int:
 
 
 def run_best_command(args: argparse.Namespace) -> int:
-    from sweeps.best import (
+    from sweeps.analysis.best import (
         NothingQualifies,
         describe,
         export_model,
@@ -149,7 +150,7 @@ def run_best_command(args: argparse.Namespace) -> int:
         train_config_of,
         write_config,
     )
-    from sweeps.results import read_table
+    from sweeps.records.results import read_table
 
     check_writable(args.out, "--out")
     check_writable(args.export, "--export")
@@ -173,7 +174,7 @@ def run_best_command(args: argparse.Namespace) -> int:
 
 
 def run_table_command(args: argparse.Namespace) -> int:
-    from sweeps.table import log_to_parent_run, write_table
+    from sweeps.analysis.method_table import log_to_parent_run, write_table
 
     out = Path(args.dir)
     text, paths = write_table(out, args.by)

@@ -15,7 +15,7 @@ import pytest
 import ray
 import yaml
 
-from sweeps.results import read_table
+from sweeps.records.results import read_table
 from tests.test_own_model import USER_MODULE, make_shapes
 from weightmom_sweeps.cli import main
 

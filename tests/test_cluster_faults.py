@@ -28,9 +28,10 @@ import ray.cloudpickle
 import yaml
 from mlflow.tracking import MlflowClient
 
-from sweeps.results import read_table
-from sweeps.runner import SweepOptions, load_state, run_sweep
-from sweeps.space import load_space
+from sweeps.execution.runner import SweepOptions, run_sweep
+from sweeps.records.results import read_table
+from sweeps.records.state import load_state
+from sweeps.space.search_space import load_space
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -372,7 +373,7 @@ def test_mlflow_server_restart_mid_sweep_loses_no_metric(tmp_path: Path, cluster
 
 def test_local_storage_is_refused_when_trials_may_run_on_other_machines(tmp_path: Path, cluster, capsys,
                                                                        monkeypatch) -> None:
-    from sweeps.storage import NETWORK_FILESYSTEMS, check_shared, filesystem_type, trials_run_elsewhere
+    from sweeps.execution.storage import NETWORK_FILESYSTEMS, check_shared, filesystem_type, trials_run_elsewhere
     from weightmom.errors import UsageError
     from weightmom_sweeps.cli import main
 
@@ -393,7 +394,7 @@ def test_local_storage_is_refused_when_trials_may_run_on_other_machines(tmp_path
         with pytest.raises(UsageError, match=re.escape(local)):
             check_shared(local, big)
         check_shared("s3://bucket/sweeps", big)   # remote storage: every machine reaches it
-        monkeypatch.setattr("sweeps.storage.filesystem_type", lambda path: "nfs4")
+        monkeypatch.setattr("sweeps.execution.storage.filesystem_type", lambda path: "nfs4")
         check_shared(local, big)                  # a shared mount too
         monkeypatch.undo()
         # Trials that fit the workers run on this machine (every Cluster node has its IP): a local path will do.

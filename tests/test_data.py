@@ -1,4 +1,4 @@
-"""Tests for weightmom.data on the real CIFAR-10 subset in ../shared and sklearn digits."""
+"""Tests for weightmom.data.datasets on the real CIFAR-10 subset in ../shared and sklearn digits."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from weightmom.data import (
+from weightmom.data.datasets import (
     DATASETS,
     TensorDataset,
     augment_batch,

@@ -48,8 +48,8 @@ def test_sweeps_reach_configs_through_the_contract_only(path):
 
 def test_the_check_catches_a_forbidden_import(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text("def f():\n    from sweeps.space import load_space\n    import ray.tune\n")
-    assert names_any(imported_modules(bad), ABOVE_THE_LIBRARY) == ["ray.tune", "sweeps.space"]
+    bad.write_text("def f():\n    from sweeps.space.search_space import load_space\n    import ray.tune\n")
+    assert names_any(imported_modules(bad), ABOVE_THE_LIBRARY) == ["ray.tune", "sweeps.space.search_space"]
 
 
 def test_importing_every_library_module_loads_no_sweep_code():

@@ -13,9 +13,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from sweeps.mlflow_ui import runs_page
-from sweeps.results import read_table
-from sweeps.runner import load_state, load_sweep_space
+from sweeps.records.mlflow_ui import runs_page
+from sweeps.records.results import read_table
+from sweeps.records.state import load_state, load_sweep_space
 from tests.test_sweeps import write_space
 from weightmom_sweeps.cli import main
 

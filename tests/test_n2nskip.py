@@ -14,11 +14,11 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from sweeps.space import load_space
+from sweeps.space.search_space import load_space
 from tests.test_pruning import CLASSES, make_batches, make_context, tiny_cnn
 from weightmom import TrainConfig, train
 from weightmom.checkpoint import apply_masks_with_torch_prune, load_checkpoint
-from weightmom.data import TensorDataset, load_dataset
+from weightmom.data.datasets import TensorDataset, load_dataset
 from weightmom.errors import UsageError
 from weightmom.metrics import sparsity_report
 from weightmom.models import MODELS, create_model

@@ -165,8 +165,8 @@ def test_python_api_takes_a_model_object_a_factory_and_data_objects(user_dir: Pa
     from sklearn.datasets import load_digits
 
     from weightmom.checkpoint import load_checkpoint
-    from weightmom.data_sources import as_tensor_dataset
-    from weightmom.imagefolder import load_imagefolder
+    from weightmom.data.imagefolder import load_imagefolder
+    from weightmom.data.sources import as_tensor_dataset
 
     monkeypatch.chdir(user_dir)
     import mymod  # from the cwd, as `python -m` would; the API needs no import path
@@ -198,8 +198,8 @@ def test_python_api_takes_a_model_object_a_factory_and_data_objects(user_dir: Pa
 
 
 def test_a_val_folder_is_the_validation_split(tmp_path: Path) -> None:
-    from weightmom.data import split_validation
-    from weightmom.imagefolder import load_imagefolder
+    from weightmom.data.datasets import split_validation
+    from weightmom.data.imagefolder import load_imagefolder
 
     folder = make_shapes(tmp_path / "shapes", train=8, test=3, val=2)
     dataset = load_imagefolder(str(folder), 16)
@@ -248,7 +248,7 @@ def write_space(folder: Path, **fixed) -> Path:
 
 
 def test_space_checks_user_models_and_their_arguments(user_dir: Path, monkeypatch) -> None:
-    from sweeps.space import load_space
+    from sweeps.space.search_space import load_space
 
     monkeypatch.chdir(user_dir)
     space = load_space(write_space(user_dir))
@@ -270,7 +270,7 @@ def test_space_checks_user_models_and_their_arguments(user_dir: Path, monkeypatc
 def test_sweep_over_a_user_model_then_best_export_evaluates_identically(user_dir: Path, monkeypatch, capsys) -> None:
     import ray
 
-    from sweeps.results import read_table
+    from sweeps.records.results import read_table
 
     monkeypatch.chdir(user_dir)   # the driver's folder: Ray puts it on its workers' path, so they find mymod
     write_space(user_dir)

@@ -14,10 +14,10 @@ import optuna
 import pyarrow.parquet as pq
 import pytest
 
-from sweeps.pareto import default_reference, format_table, front_rows, hypervolume, pareto_mask
-from sweeps.plots import front_html, front_png, log_ticks
-from sweeps.results import ResultsTable, read_table, write_rows
-from sweeps.study_plots import study_plots
+from sweeps.analysis.pareto import default_reference, format_table, front_rows, hypervolume, pareto_mask
+from sweeps.analysis.plots import front_html, front_png, log_ticks
+from sweeps.analysis.study_plots import study_plots
+from sweeps.records.results import ResultsTable, read_table, write_rows
 from weightmom.errors import UsageError
 
 METRICS = ["test_accuracy", "density"]
@@ -361,7 +361,7 @@ def test_study_plots_with_too_few_trials_skips(tmp_path):
 
 
 def test_log_density_hypervolume_rewards_the_sparse_end() -> None:
-    from sweeps.pareto import accuracy_density_hypervolume, sweep_hypervolume
+    from sweeps.analysis.pareto import accuracy_density_hypervolume, sweep_hypervolume
 
     assert accuracy_density_hypervolume([(1.0, 0.01)]) == pytest.approx(1.0)
     assert accuracy_density_hypervolume([(1.0, 1.0)]) == 0.0          # dense covers no log-density width
@@ -395,7 +395,8 @@ class _Recorded:
 
 
 def test_front_refresh_computes_the_hypervolume_once_and_plots_at_most_every_interval(tmp_path, monkeypatch):
-    from sweeps import front, pareto
+    from sweeps.analysis import pareto
+    from sweeps.recorder import front
 
     calls = []
     real = pareto.sweep_hypervolume
@@ -419,7 +420,7 @@ def test_front_refresh_computes_the_hypervolume_once_and_plots_at_most_every_int
 
 
 def test_recorder_pickles_without_its_clients_caches_or_rows(tmp_path):
-    from sweeps.callback import SweepRecorder
+    from sweeps.recorder.recorder import SweepRecorder
 
     recorder = SweepRecorder(SimpleNamespace(name="s", epochs=3), tmp_path, "sqlite:///x.db", "1", "parent", "s")
     recorder.runs._mlflow = lambda: None   # a client stand-in that does not pickle
@@ -433,7 +434,7 @@ def test_recorder_pickles_without_its_clients_caches_or_rows(tmp_path):
 
 
 def test_trial_row_flattens_the_config_under_recorded_names():
-    from sweeps.trial_rows import trial_row
+    from sweeps.recorder.trial_rows import trial_row
 
     trial = SimpleNamespace(config={"density": 0.1, "pruner": {"window": 3}, "requeued": {"trial_id": "a"}},
                             last_result={"test_accuracy": 0.9, "epoch": 4, "node_id": "n1"}, checkpoint=None)
@@ -445,7 +446,7 @@ def test_trial_row_flattens_the_config_under_recorded_names():
 
 def test_a_recorder_pickled_before_the_split_unpickles_into_its_pieces(tmp_path):
     """A sweep started by the one-object recorder resumes: Tuner.restore unpickles the callback from tuner.pkl."""
-    from sweeps.callback import SweepRecorder
+    from sweeps.recorder.recorder import SweepRecorder
 
     old = object.__new__(SweepRecorder)
     old.__dict__.update(space=SimpleNamespace(name="s", epochs=3), out=tmp_path, tracking_uri="sqlite:///x.db",

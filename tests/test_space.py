@@ -13,7 +13,7 @@ import optuna
 import pytest
 import yaml
 
-from sweeps.space import REPORTED_METRICS, SPACES_DIR, SearchSpace, find_space, load_space, shipped_spaces
+from sweeps.space.search_space import REPORTED_METRICS, SPACES_DIR, SearchSpace, find_space, load_space, shipped_spaces
 from weightmom.contract import TrainConfig, flat_config
 from weightmom.errors import UsageError
 
@@ -336,7 +336,7 @@ def test_missing_file(tmp_path):
 
 
 def test_space_module_needs_neither_ray_nor_mlflow():
-    code = "import sys, sweeps.space; sys.exit(bool({'ray', 'mlflow'} & set(sys.modules)))"
+    code = "import sys, sweeps.space.search_space; sys.exit(bool({'ray', 'mlflow'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1]).returncode == 0
 
 

@@ -16,10 +16,10 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from sweeps.results import read_table
-from sweeps.runner import load_state
-from sweeps.searcher import BudgetAwareOptunaSearch
-from sweeps.space import load_space
+from sweeps.records.results import read_table
+from sweeps.records.state import load_state
+from sweeps.search.searcher import BudgetAwareOptunaSearch
+from sweeps.space.search_space import load_space
 from weightmom_sweeps.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

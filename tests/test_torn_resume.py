@@ -20,11 +20,11 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
-from sweeps import ray_session
-from sweeps.ray_session import psutil
-from sweeps.results import read_table, recorded_name
-from sweeps.runner import load_state
-from sweeps.searcher import RAY_TRIAL_ID
+from sweeps.execution import ray_session
+from sweeps.execution.ray_session import psutil
+from sweeps.records.results import read_table, recorded_name
+from sweeps.records.state import load_state
+from sweeps.search.searcher import RAY_TRIAL_ID
 from tests.test_sweeps import child_runs, write_space
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -139,9 +139,9 @@ def test_restored_searcher_reruns_the_optuna_trials_its_snapshot_missed(tmp_path
     run again under their own id, and the budget is not spent on new samples in their place."""
     import ray.cloudpickle
 
-    from sweeps.requeue import REQUEUED
-    from sweeps.searcher import BudgetAwareOptunaSearch
-    from sweeps.space import load_space
+    from sweeps.records.requeue import REQUEUED
+    from sweeps.search.searcher import BudgetAwareOptunaSearch
+    from sweeps.space.search_space import load_space
 
     space = load_space(write_space(tmp_path, "stale", trials=4))   # 4 start points
     searcher = BudgetAwareOptunaSearch(
@@ -171,8 +171,8 @@ def test_a_trial_that_finished_after_the_snapshot_is_not_sampled_again(tmp_path:
     import ray.cloudpickle
     from ray.tune.search import Searcher
 
-    from sweeps.searcher import BudgetAwareOptunaSearch
-    from sweeps.space import load_space
+    from sweeps.search.searcher import BudgetAwareOptunaSearch
+    from sweeps.space.search_space import load_space
 
     space = load_space(write_space(tmp_path, "quick-finish", trials=4))
     searcher = BudgetAwareOptunaSearch(
@@ -225,7 +225,7 @@ LOCAL_RAY = """
 import sys, time
 from pathlib import Path
 import ray
-from sweeps import ray_session
+from sweeps.execution import ray_session
 context = ray.init(address="local", num_cpus=1, include_dashboard=False, configure_logging=False)
 ray_session.record(Path(sys.argv[1]), context.address_info["session_dir"])
 print("ready", flush=True)
@@ -270,9 +270,9 @@ def test_resume_ends_only_the_killed_drivers_ray_leftovers(tmp_path: Path, local
 def test_a_row_rebuilt_from_the_study_has_the_recorders_columns(tmp_path: Path) -> None:
     """A finished trial whose row the killed driver never wrote is rebuilt from the study with the same
     config.* names the recorder uses (the density asked for is config.target_density)."""
-    from sweeps.recovery import row_from_study
-    from sweeps.space import load_space
-    from sweeps.trial_rows import config_columns
+    from sweeps.execution.recovery import row_from_study
+    from sweeps.recorder.trial_rows import config_columns
+    from sweeps.space.search_space import load_space
 
     space = load_space(write_space(tmp_path, "rebuilt", trials=4))
     study = optuna.create_study(directions=["maximize", "minimize"])

@@ -110,8 +110,8 @@ def add_evaluate_parser(commands) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from weightmom.checkpoint import load_checkpoint
-    from weightmom.data import split_validation
-    from weightmom.data_sources import data_loader
+    from weightmom.data.datasets import split_validation
+    from weightmom.data.sources import data_loader
     from weightmom.errors import require
     from weightmom.metrics import sparsity_report
     from weightmom.training import evaluate, resolve_device

@@ -112,7 +112,7 @@ def check_value(name: str, value: Any, methods: Sequence[str]) -> None:
     message would start with (the caller names the key). model_args.* are checked against the model's
     factory by `check_model_source`.
     """
-    from weightmom.data_sources import check_dataset_name
+    from weightmom.data.sources import check_dataset_name
     from weightmom.models import check_model_name
 
     head, _, knob = name.partition(".")
@@ -178,6 +178,6 @@ def check_model_source(model: str, width: float, model_args: Iterable[str]) -> N
 
 def check_data_source(dataset: str, data_dir: str | None) -> None:
     """The dataset can be loaded from `data_dir`: names and folders are checked, no data is read."""
-    from weightmom.data_sources import data_loader
+    from weightmom.data.sources import data_loader
 
     data_loader(dataset, data_dir)

@@ -21,8 +21,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from weightmom.config import TrainConfig
-from weightmom.data import TensorDataset, iterate_batches, normalize, split_validation
-from weightmom.data_sources import Loader, as_tensor_dataset, data_loader
+from weightmom.data.datasets import TensorDataset, iterate_batches, normalize, split_validation
+from weightmom.data.sources import Loader, as_tensor_dataset, data_loader
 from weightmom.errors import TrainingDiverged, UsageError
 from weightmom.metrics import sparsity_report
 from weightmom.models import ModelFactory, check_forward, model_source
@@ -138,7 +138,7 @@ def train(config: TrainConfig, report: Report | None = None, data: object = None
     live result, so a caller can checkpoint mid-run (`result.save(path)`, `result.save_state(path)`).
     `resume` is a saved `result.state`: the run continues after that epoch as if never stopped.
     `model` (an nn.Module, trained in place, or a factory) and `data` (a TensorDataset or
-    `(train, test, num_classes)`, see weightmom.data_sources) replace the config's names.
+    `(train, test, num_classes)`, see weightmom.data.sources) replace the config's names.
     """
     run = _setup(config, model, data)
     first_epoch, seconds_before, last = 1, 0.0, {}

@@ -1,6 +1,6 @@
 """A re-queued trial's link to the trial it continues.
 
-When a sweep is recovered from its own records (sweeps/recovery.py), a trial that was running
+When a sweep is recovered from its own records (sweeps/execution/recovery.py), a trial that was running
 is run again by a new Ray trial, with a new Ray trial id. Its config carries one extra key,
 REQUEUED, naming the trial it continues and that trial's last checkpoint. Through it the
 trainable continues from that checkpoint, and the recorder keeps writing to the same MLflow

@@ -33,15 +33,15 @@ import ray.cloudpickle
 import torch
 from ray.train._internal.storage import get_fs_and_path
 
-from sweeps.mlflow_client import ResilientClient
-from sweeps.results import ResultsTable
-from sweeps.searcher import RAY_TRIAL_ID, RAY_TRIAL_LATEST, RESUME_CHECKPOINT
-from sweeps.trial import TRAINING_STATE_FILE
-from sweeps.trial_rows import config_columns
+from sweeps.execution.trial import TRAINING_STATE_FILE
+from sweeps.recorder.trial_rows import config_columns
+from sweeps.records.mlflow_client import ResilientClient
+from sweeps.records.results import ResultsTable
+from sweeps.search.searcher import RAY_TRIAL_ID, RAY_TRIAL_LATEST, RESUME_CHECKPOINT
 
 if TYPE_CHECKING:
-    from sweeps.runner import SweepState
-    from sweeps.space import SearchSpace
+    from sweeps.records.state import SweepState
+    from sweeps.space.search_space import SearchSpace
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ import ray
 import torch
 from ray import tune
 
-from sweeps.requeue import requeued_checkpoint, trial_params
-from sweeps.results import MODEL_FILE
-from sweeps.space import SearchSpace
+from sweeps.records.requeue import requeued_checkpoint, trial_params
+from sweeps.records.results import MODEL_FILE
+from sweeps.space.search_space import SearchSpace
 from weightmom.training import TrainResult, train
 
 TRAINING_STATE_FILE = "state.pt"   # the full training state: what a retried or resumed trial continues from

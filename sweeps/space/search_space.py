@@ -18,8 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 
 import search_spaces
-from sweeps.samplers import grid_points
-from sweeps.space_checks import (
+from sweeps.space.checks import (
     check_fixed,
     check_objectives,
     check_params,
@@ -30,7 +29,8 @@ from sweeps.space_checks import (
     possible_methods,
     resolve_early_stopping,
 )
-from sweeps.space_schema import (
+from sweeps.space.grid import grid_points
+from sweeps.space.schema import (
     CategoricalParam,
     FixedParam,
     FloatParam,

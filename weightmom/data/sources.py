@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from weightmom.data import DATASETS, TensorDataset, _make_dataset, load_dataset
+from weightmom.data.datasets import DATASETS, TensorDataset, _make_dataset, load_dataset
 from weightmom.errors import UsageError, require
 from weightmom.imports import check_call, is_import_path, resolve, takes_keyword
 
@@ -33,7 +33,7 @@ def check_dataset_name(name: str) -> None:
 def data_loader(name: str, data_dir: str | None = None, image_size: int = 32) -> Loader:
     """Resolve the dataset now and load it later: a bad name or loader fails before anything is read."""
     if name == IMAGEFOLDER:
-        from weightmom.imagefolder import load_imagefolder
+        from weightmom.data.imagefolder import load_imagefolder
 
         require(data_dir is not None, "dataset imagefolder needs data_dir: a folder with train/ and test/ "
                                       "holding one subfolder per class")
@@ -111,7 +111,7 @@ def _image(x: Any, what: str, image_size: int) -> np.ndarray:
     from PIL import Image
 
     if isinstance(x, Image.Image):
-        from weightmom.imagefolder import to_uint8
+        from weightmom.data.imagefolder import to_uint8
 
         return to_uint8(x, image_size)
     array = np.asarray(x.cpu() if torch.is_tensor(x) else x)

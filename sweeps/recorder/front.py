@@ -13,11 +13,11 @@ from pathlib import Path
 
 import optuna
 
-from sweeps import pareto, plots
-from sweeps.mlflow_client import ResilientClient
-from sweeps.results import recorded_name, write_rows
-from sweeps.space import SearchSpace
-from sweeps.study_plots import study_plots
+from sweeps.analysis import pareto, plots
+from sweeps.analysis.study_plots import study_plots
+from sweeps.records.mlflow_client import ResilientClient
+from sweeps.records.results import recorded_name, write_rows
+from sweeps.space.search_space import SearchSpace
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from scipy import stats
 
-from sweeps.best import train_config_of
-from sweeps.results import read_table, write_rows
+from sweeps.analysis.best import train_config_of
+from sweeps.records.results import read_table, write_rows
 from weightmom.errors import require
 from weightmom.files import atomic_write
 
@@ -220,8 +220,8 @@ def write_table(folder: Path, by: Sequence[str] = ()) -> tuple[str, list[Path]]:
 
 def log_to_parent_run(folder: Path, paths: Sequence[Path]) -> None:
     """Attach the table and plot to the sweep's parent MLflow run (queued if the server is down)."""
-    from sweeps.mlflow_client import ResilientClient
-    from sweeps.runner import load_state
+    from sweeps.records.mlflow_client import ResilientClient
+    from sweeps.records.state import load_state
 
     state = load_state(folder)
     client = ResilientClient(state.tracking_uri, folder / "mlflow_pending.jsonl")

@@ -1,9 +1,9 @@
 """The sweep driver's record keeper: a Ray Tune callback.
 
 Runs on the driver, so workers need neither MLflow access nor shared disk for
-results. Per trial: one MLflow child run (sweeps/run_log.py) and one row in
-trials.parquet (sweeps/trial_rows.py). After every finished trial: the Pareto
-front, its plots and table, logged on the parent run (sweeps/front.py).
+results. Per trial: one MLflow child run (sweeps/recorder/run_log.py) and one row in
+trials.parquet (sweeps/recorder/trial_rows.py). After every finished trial: the Pareto
+front, its plots and table, logged on the parent run (sweeps/recorder/front.py).
 Everything it keeps across a driver crash lives in files or in MLflow itself,
 so `--resume` re-attaches instead of duplicating.
 """
@@ -14,11 +14,11 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from sweeps.front import FrontRefresh
-from sweeps.requeue import identity, trial_params
-from sweeps.run_log import RunLog
-from sweeps.space import SearchSpace
-from sweeps.trial_rows import TrialRows
+from sweeps.recorder.front import FrontRefresh
+from sweeps.recorder.run_log import RunLog
+from sweeps.recorder.trial_rows import TrialRows
+from sweeps.records.requeue import identity, trial_params
+from sweeps.space.search_space import SearchSpace
 
 
 class SweepRecorder(Callback):

@@ -18,9 +18,9 @@ import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import FrozenTrial, TrialState
 
-from sweeps.html_figure import Tooltips, write_page
-from sweeps.plots import log_ticks
-from sweeps.results import recorded_name
+from sweeps.analysis.html_figure import Tooltips, write_page
+from sweeps.analysis.plots import log_ticks
+from sweeps.records.results import recorded_name
 from weightmom.errors import require
 
 

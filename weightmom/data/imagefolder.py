@@ -3,7 +3,7 @@
     DATA_DIR/train/<class>/*.png     DATA_DIR/test/<class>/*.jpg     (DATA_DIR/val/<class>/... optional)
 
 Every image is decoded once, converted to RGB, resized (shorter side to `image_size`, then a centre
-crop) and kept as uint8, so the on-device batching and augmentation of weightmom.data apply
+crop) and kept as uint8, so the on-device batching and augmentation of weightmom.data.datasets apply
 unchanged. Class indices follow the sorted folder names, as in torchvision. A `val/` folder is the
 validation split as it is (no `val_fraction` is carved from train/ then). A bad folder fails before
 any training, in one line that names the path.
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from weightmom.data import TensorDataset, _make_dataset
+from weightmom.data.datasets import TensorDataset, _make_dataset
 from weightmom.errors import UsageError, require
 
 # torchvision.datasets.folder.IMG_EXTENSIONS

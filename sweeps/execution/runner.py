@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -23,22 +23,20 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from sweeps import ray_session, recovery
-from sweeps.callback import SweepRecorder
-from sweeps.code_dir import runtime_env
-from sweeps.mlflow_client import ResilientClient, check_reachable, default_tracking_uri
-from sweeps.mlflow_ui import ensure_experiment
-from sweeps.results import ResultsTable, recorded_name
-from sweeps.samplers import make_sampler
-from sweeps.searcher import BudgetAwareOptunaSearch
-from sweeps.space import SearchSpace
-from sweeps.storage import check_shared, default_storage, ensure_local
-from sweeps.trial import run_trial
-from weightmom.errors import UsageError, require
+from sweeps.execution import ray_session, recovery
+from sweeps.execution.code_dir import runtime_env
+from sweeps.execution.storage import check_shared, default_storage, ensure_local
+from sweeps.execution.trial import run_trial
+from sweeps.recorder.recorder import SweepRecorder
+from sweeps.records.mlflow_client import ResilientClient, check_reachable, default_tracking_uri
+from sweeps.records.mlflow_ui import ensure_experiment
+from sweeps.records.results import ResultsTable, recorded_name
+from sweeps.records.state import SPACE_COPY, SWEEP_STATE_FILE, SweepState, write_state
+from sweeps.search.samplers import make_sampler
+from sweeps.search.searcher import BudgetAwareOptunaSearch
+from sweeps.space.search_space import SearchSpace
+from weightmom.errors import require
 from weightmom.files import atomic_write
-
-SWEEP_STATE_FILE = "sweep.json"
-SPACE_COPY = "space.yaml"  # the sweep folder carries its space: `pareto` and `best` need nothing else
 
 
 @dataclass(frozen=True)
@@ -55,24 +53,7 @@ class SweepOptions:
     max_failures: int = 1              # retries of a failed trial (node loss); divergence fails again fast
     seed: int = 0
     verbose: int = 1
-    code_dir: Path | None = None       # the user's modules, shipped to every trial (see sweeps.code_dir)
-
-
-@dataclass(frozen=True)
-class SweepState:
-    """What a resumed driver needs to re-attach: written once, before the first trial."""
-
-    space: str
-    tracking_uri: str
-    experiment_id: str
-    parent_run_id: str
-    optuna_storage: str
-    storage: str
-    ray_experiment: str   # folder under `storage`: unique per sweep, so sweeps can share a bucket
-    trials: int
-    concurrency: int
-    smoke_test: bool
-    sampler: str = "tpe"   # a resumed sweep keeps the sampler it started with
+    code_dir: Path | None = None       # the user's modules, shipped to every trial (see sweeps.execution.code_dir)
 
 
 @dataclass(frozen=True)
@@ -134,10 +115,6 @@ def start_records(plan: Plan, options: SweepOptions) -> SweepState:
     atomic_write(out / SPACE_COPY, lambda tmp: Path(tmp).write_text(text))
     write_state(out, state)
     return state
-
-
-def write_state(out: Path, state: SweepState) -> None:
-    atomic_write(out / SWEEP_STATE_FILE, lambda tmp: Path(tmp).write_text(json.dumps(asdict(state), indent=2)))
 
 
 def _params(values: dict) -> list[Param]:
@@ -277,18 +254,3 @@ def close_orphans(space: SearchSpace, state: SweepState) -> None:
     study = optuna.load_study(study_name=space.name, storage=state.optuna_storage)
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-
-
-def load_state(out: Path) -> SweepState:
-    path = out / SWEEP_STATE_FILE
-    if not path.is_file():
-        raise UsageError(f"{out} holds no sweep ({SWEEP_STATE_FILE} missing)")
-    return SweepState(**json.loads(path.read_text()))
-
-
-def load_sweep_space(out: Path) -> SearchSpace:
-    """The space a finished sweep ran with, from the copy in its folder."""
-    from sweeps.space import load_space
-
-    load_state(out)
-    return load_space(out / SPACE_COPY, import_code=False)

@@ -18,8 +18,8 @@ from urllib.parse import urlencode
 
 from mlflow.tracking import MlflowClient
 
-from sweeps.results import recorded_name
-from sweeps.space import SearchSpace
+from sweeps.records.results import recorded_name
+from sweeps.space.search_space import SearchSpace
 
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 DESCRIPTION_TAG = "mlflow.note.content"
@@ -83,6 +83,6 @@ def runs_page(experiment_id: str) -> str:
 
 def sweep_runs_page(out: str | Path) -> str:
     """runs_page for the sweep in folder `out` (`make mlflow-ui` prints it)."""
-    from sweeps.runner import load_state
+    from sweeps.records.state import load_state
 
     return runs_page(load_state(Path(out)).experiment_id)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from sweeps.results import MODEL_FILE, config_key
+from sweeps.records.results import MODEL_FILE, config_key
 from weightmom.contract import TrainConfig, config_from_flat
 from weightmom.errors import UsageError, require
 from weightmom.files import atomic_write

@@ -14,8 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from sweeps.mlflow_client import ResilientClient
-from sweeps.results import recorded_name
+from sweeps.records.mlflow_client import ResilientClient
+from sweeps.records.results import recorded_name
 from weightmom.contract import REPORTED_METRICS, config_from_flat, flat_config
 
 log = logging.getLogger(__name__)

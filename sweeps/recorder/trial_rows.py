@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
-from sweeps.requeue import trial_params
-from sweeps.results import ResultsTable, recorded_name
+from sweeps.records.requeue import trial_params
+from sweeps.records.results import ResultsTable, recorded_name
 from weightmom.contract import REPORTED_METRICS, flatten
 
 # Table columns, not MLflow metrics: where a trial ran, and what its accuracy's chance level is.

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sweeps.html_figure import Tooltips, table_html, write_page
-from sweeps.pareto import objective_matrix, shown_metrics
+from sweeps.analysis.html_figure import Tooltips, table_html, write_page
+from sweeps.analysis.pareto import objective_matrix, shown_metrics
 from weightmom.errors import require
 from weightmom.files import atomic_write
 

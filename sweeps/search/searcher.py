@@ -22,7 +22,7 @@ import optuna
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
-from sweeps.requeue import REQUEUED
+from sweeps.records.requeue import REQUEUED
 
 RAY_TRIAL_ID = "ray_trial_id"        # Optuna user attr: the Ray trial that ran this Optuna trial
 RAY_TRIAL_LATEST = "ray_trial_latest"    # Optuna user attr: the Ray trial that runs it again after a recovery

@@ -11,7 +11,7 @@ import itertools
 import math
 from typing import Any
 
-from sweeps.space_schema import CategoricalParam, FixedParam, FloatParam, Invalid, NumericParam, Param, RawSpace
+from sweeps.space.schema import CategoricalParam, FixedParam, FloatParam, Invalid, NumericParam, Param, RawSpace
 from weightmom import contract
 from weightmom.errors import UsageError
 

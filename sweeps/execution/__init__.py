@@ -1,0 +1,1 @@
+"""Running a sweep: the run loop, the trainable, recovery from torn snapshots, local Ray, storage, code shipping."""
