@@ -10,7 +10,7 @@ $(BIN)/weightmom: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $(BIN)/weightmom
 
-.PHONY: demo test lint bench mlflow-ui
+.PHONY: demo test test-fast lint bench mlflow-ui
 # The main job: a quick sweep on the embedded digits data (no download). runs/demo is scratch:
 # each `make demo` starts it afresh. Point --out elsewhere for sweeps you want to keep.
 demo: $(BIN)/weightmom
@@ -19,6 +19,10 @@ demo: $(BIN)/weightmom
 
 test: $(BIN)/weightmom
 	$(BIN)/python -m pytest -q
+
+# The fast lane, while you work: everything that starts no Ray, MLflow server, browser or subprocess sweep.
+test-fast: $(BIN)/weightmom
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(BIN)/weightmom
 	$(BIN)/ruff check .

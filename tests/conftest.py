@@ -17,6 +17,16 @@ REPO = Path(__file__).resolve().parents[1]
 CIFAR_MINI = REPO.parent / "shared" / "data" / "cifar10-mini"
 
 
+# Tests that use these fixtures start Ray or an MLflow server: the slow lane (`make test-fast` skips them).
+SLOW_FIXTURES = {"local_ray", "mlflow_server", "cluster", "finished_sweep"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def cifar_mini() -> Path:
     if not CIFAR_MINI.is_dir():

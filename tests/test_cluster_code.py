@@ -19,7 +19,7 @@ from sweeps.records.results import read_table
 from tests.test_own_model import USER_MODULE, make_shapes
 from weightmom_sweeps.cli import main
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 
 @pytest.fixture(scope="module")

@@ -183,6 +183,7 @@ def start_command(node: str) -> str:
     return next(c for c in commands if re.search(r"\bray start\b", c))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
 @pytest.mark.parametrize("node", ["head", "worker"])
 def test_ray_start_sets_token_mode_and_refuses_without_token(tmp_path, node):

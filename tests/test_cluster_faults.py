@@ -21,7 +21,6 @@ from collections import Counter
 from pathlib import Path
 
 import optuna
-import pyarrow.parquet as pq
 import pytest
 import ray
 import ray.cloudpickle
@@ -32,8 +31,9 @@ from sweeps.execution.runner import SweepOptions, run_sweep
 from sweeps.records.results import read_table
 from sweeps.records.state import load_state
 from sweeps.space.search_space import load_space
+from tests.sweep_helpers import child_runs_by_trial, rows_so_far, wait_for
 
-pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 WORKER = {"num_cpus": 1, "num_gpus": 1}   # one fake GPU per worker node
 # A killed node is declared dead after about 4 s instead of Ray's default 15 s (lenient enough
@@ -87,23 +87,8 @@ def sweep(space: Path, out: Path, uri: str, cluster) -> list[dict]:
         ray.shutdown()
 
 
-def child_runs(client: MlflowClient, out: Path) -> dict[str, object]:
-    """The sweep's child runs by trial id; fails if a trial has two."""
-    state = load_state(out)
-    runs = client.search_runs([state.experiment_id],
-                              filter_string=f"tags.mlflow.parentRunId = '{state.parent_run_id}'")
-    ids = [r.data.tags["trial_id"] for r in runs]
-    assert len(ids) == len(set(ids)), Counter(ids).most_common(3)
-    return {r.data.tags["trial_id"]: r for r in runs}
-
-
 def steps(client: MlflowClient, run, metric: str = "test_accuracy") -> list[int]:
     return [m.step for m in client.get_metric_history(run.info.run_id, metric)]
-
-
-def rows_so_far(out: Path) -> int:
-    path = out / "trials.parquet"
-    return pq.read_metadata(path).num_rows if path.exists() else 0
 
 
 def trial_folders(out: Path) -> list[Path]:
@@ -176,14 +161,6 @@ class Background:
         return self.rows
 
 
-def wait_for(condition, timeout: float, what: str, alive=lambda: True) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert alive(), f"the sweep ended before {what}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
 def test_fractional_gpus_put_two_trials_on_each_fake_gpu_of_both_workers(tmp_path: Path, cluster,
                                                                          mlflow_server) -> None:
     out = tmp_path / "sweep"
@@ -199,7 +176,7 @@ def test_fractional_gpus_put_two_trials_on_each_fake_gpu_of_both_workers(tmp_pat
     pairs = Counter((r["node_id"], r["cuda_visible_devices"]) for r in rows)
     assert sorted(pairs.values()) == [2, 2]
     # ... and the two trials of each (node, GPU) pair held it at the same time.
-    runs = child_runs(MlflowClient(mlflow_server.uri), out)
+    runs = child_runs_by_trial(MlflowClient(mlflow_server.uri), out)
     for pair in pairs:
         a, b = (runs[r["trial_id"]].info for r in rows if (r["node_id"], r["cuda_visible_devices"]) == pair)
         assert a.start_time < b.end_time and b.start_time < a.end_time
@@ -235,7 +212,7 @@ def test_lost_worker_node_retries_its_trial_from_the_last_checkpoint(tmp_path: P
     other = next(r for r in rows if r["trial_id"] != trial_id)
     assert other["resumed_from_epoch"] == 0
     client = MlflowClient(mlflow_server.uri)
-    runs = child_runs(client, out)   # one run per trial, the retried one included
+    runs = child_runs_by_trial(client, out)   # one run per trial, the retried one included
     assert sorted(runs) == sorted(r["trial_id"] for r in rows)
     for row in rows:
         run = runs[row["trial_id"]]
@@ -287,7 +264,7 @@ def test_killed_driver_resumes_against_the_surviving_cluster(tmp_path: Path, clu
     # The trials in flight at the kill were re-attached, each continuing from its last checkpoint.
     assert all(r["resumed_from_epoch"] > 0 for r in rows if r["trial_id"] in interrupted), interrupted
     client = MlflowClient(mlflow_server.uri)
-    runs = child_runs(client, out)
+    runs = child_runs_by_trial(client, out)
     assert sorted(runs) == sorted(r["trial_id"] for r in rows)
     for row in rows:
         run = runs[row["trial_id"]]
@@ -319,7 +296,7 @@ def test_diverging_trial_fails_with_its_reason_and_the_sweep_goes_on(tmp_path: P
     assert failed["state"] == "FAILED" and "diverged" in failed["error"], failed
     assert next(r for r in rows if r is not failed)["state"] == "COMPLETE"
     client = MlflowClient(mlflow_server.uri)
-    runs = child_runs(client, out)
+    runs = child_runs_by_trial(client, out)
     run = runs[failed["trial_id"]]
     assert run.info.status == "FAILED" and "diverged" in run.data.tags["error"]
     assert run.data.tags["state"] == "FAILED"
@@ -358,7 +335,7 @@ def test_mlflow_server_restart_mid_sweep_loses_no_metric(tmp_path: Path, cluster
 
     assert len(rows) == trials and all(r["state"] == "COMPLETE" for r in rows)
     client = MlflowClient(mlflow_server.uri)
-    runs = child_runs(client, out)
+    runs = child_runs_by_trial(client, out)
     assert sorted(runs) == sorted(r["trial_id"] for r in rows)
     for row in rows:
         run = runs[row["trial_id"]]

@@ -91,3 +91,89 @@ def long_functions(path: Path) -> list[str]:
 def test_no_function_in_the_packages_is_longer_than_60_lines():
     assert [line for package in ("weightmom", "sweeps", "weightmom_sweeps")
             for path in sources(package) for line in long_functions(path)] == []
+
+
+# -- sweeps/ in wings: lowest first; a wing imports only from itself and the wings below it ----------------
+WINGS = ("space", "records", "search", "analysis", "recorder", "execution")
+TOP = ("cli", "cluster_check")   # stand above every wing; nothing below imports them
+
+
+def module_name(path: Path) -> str:
+    return ".".join(path.relative_to(REPO).with_suffix("").parts).removesuffix(".__init__")
+
+
+def wing_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "sweeps" else None
+
+
+def upward_imports(module: str, imported: set[str]) -> list[str]:
+    """The sweeps modules that `module` (inside a wing) imports from a wing above its own, from the top, or
+    from the package itself (its lazy API is for users, not for the wings)."""
+    own = WINGS.index(wing_of(module))
+    return [name for name in names_any(imported, ("sweeps",))
+            if wing_of(name) is None or wing_of(name) in (*TOP, "compat")
+            or (wing_of(name) in WINGS and WINGS.index(wing_of(name)) > own)]
+
+
+def wing_sources() -> list[Path]:
+    return [p for p in sources("sweeps") if wing_of(module_name(p)) in WINGS]
+
+
+@pytest.mark.parametrize("path", wing_sources(), ids=lambda p: str(p.relative_to(REPO)))
+def test_no_wing_imports_one_above_it(path):
+    assert upward_imports(module_name(path), imported_modules(path)) == []
+
+
+def test_every_sweeps_module_lives_in_a_wing_or_on_top():
+    loose = [module_name(p) for p in sources("sweeps") if wing_of(module_name(p)) not in (*WINGS, *TOP, "compat")
+             and module_name(p) != "sweeps"]
+    assert loose == []
+
+
+@pytest.mark.parametrize("path", sources("sweeps"), ids=lambda p: str(p.relative_to(REPO)))
+def test_no_module_reaches_into_another_wings_private_module(path):
+    """A `_name` module is its wing's own; other wings (cli and cluster_check aside) use the public ones."""
+    own = wing_of(module_name(path))
+    if own in TOP:
+        return
+    private = [m for m in names_any(imported_modules(path), ("sweeps",))
+               if wing_of(m) != own and any(part.startswith("_") for part in m.split(".")[2:])]
+    assert private == []
+
+
+def import_graph(package: str) -> dict[str, set[str]]:
+    modules = {module_name(p): p for p in sources(package)}
+    return {m: {n for n in imported_modules(p) if n in modules and n != m} for m, p in modules.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every import cycle found by a depth-first walk (each reported once, from where it was entered)."""
+    found, state = [], {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                found.append(trail[trail.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, [*trail, nxt])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    return found
+
+
+def test_sweeps_has_no_import_cycle():
+    assert cycles(import_graph("sweeps")) == []
+
+
+def test_the_wing_checks_catch_an_upward_import_and_a_cycle(tmp_path):
+    bad = tmp_path / "bad.py"
+    bad.write_text("def f():\n    from sweeps.execution.runner import run_sweep\n    import sweeps.cli\n"
+                   "from sweeps.records.results import read_table\nfrom sweeps import pick\n")
+    assert upward_imports("sweeps.search.bad", imported_modules(bad)) == [
+        "sweeps", "sweeps.cli", "sweeps.execution.runner"]
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c", "a"]]

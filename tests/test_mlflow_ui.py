@@ -16,12 +16,13 @@ from PIL import Image
 from sweeps.records.mlflow_ui import runs_page
 from sweeps.records.results import read_table
 from sweeps.records.state import load_state, load_sweep_space
-from tests.test_sweeps import write_space
+from tests.sweep_helpers import write_space
 from weightmom_sweeps.cli import main
 
 CHROMIUM = next((path for name in ("chromium", "chromium-browser", "google-chrome") if (path := shutil.which(name))),
                 None)
-pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (Debian: apt-get install chromium)"),
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(CHROMIUM is None, reason="no Chromium installed (Debian: apt-get install chromium)"),
               pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 FRONT_RED = np.array([214, 39, 40])   # matplotlib's C3, the front's markers
 MAX_HTML_BYTES = 1_500_000

@@ -215,7 +215,7 @@ def test_a_val_folder_is_the_validation_split(tmp_path: Path) -> None:
 
 
 def test_a_folder_too_big_to_decode_in_memory_is_refused_before_decoding(user_dir: Path, monkeypatch) -> None:
-    from weightmom import imagefolder
+    from weightmom.data import imagefolder
 
     monkeypatch.setattr(imagefolder, "MEMORY_SHARE", 1e-9)   # this machine, pretending to be tiny
     monkeypatch.setattr(imagefolder, "decode", lambda path, size: pytest.fail("decoded before the check"))
@@ -267,6 +267,7 @@ def test_space_checks_user_models_and_their_arguments(user_dir: Path, monkeypatc
         assert message in str(err.value), str(err.value)
 
 
+@pytest.mark.slow
 def test_sweep_over_a_user_model_then_best_export_evaluates_identically(user_dir: Path, monkeypatch, capsys) -> None:
     import ray
 

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
-import pyarrow.parquet as pq
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -20,39 +17,10 @@ from sweeps.records.results import read_table
 from sweeps.records.state import load_state
 from sweeps.search.searcher import BudgetAwareOptunaSearch
 from sweeps.space.search_space import load_space
+from tests.sweep_helpers import child_runs, rows_so_far, run_until, write_space
 from weightmom_sweeps.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-
-
-def write_space(folder: Path, name: str, trials: int, **overrides) -> Path:
-    """A digits space small enough for 2 cores: 6 epochs, pruning done by epoch 3, ASHA at epoch 3.
-
-    The start points include hopeless learning rates, so ASHA has trials to stop early.
-    """
-    space = {
-        "name": name, "trials": trials, "concurrency": 2, "resources": {"cpu": 1, "gpu": 0},
-        "early_stopping": {"enabled": True, "grace_period": 3, "reduction_factor": 2},
-        "fixed": {"dataset": "digits", "model": "lenet300", "epochs": 6, "batch_size": 128, "device": "cpu",
-                  "pruner": {"prune_end": 3}},
-        "params": {"method": {"type": "categorical", "choices": ["weightmom", "gmp"]},
-                   "density": {"type": "float", "low": 0.03, "high": 0.3, "log": True},
-                   "lr": {"type": "float", "low": 0.0001, "high": 0.1, "log": True}},
-        "start_points": [{"method": "weightmom", "density": 0.1, "lr": 0.05},
-                         {"method": "gmp", "density": 0.05, "lr": 0.0001},
-                         {"method": "gmp", "density": 0.2, "lr": 0.05},
-                         {"method": "weightmom", "density": 0.03, "lr": 0.0001}],
-    }
-    for key, value in overrides.items():  # one level of merging: a test changes one param or fixed key
-        space[key] = {**space[key], **value} if isinstance(value, dict) and key in ("params", "fixed") else value
-    path = folder / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(space))
-    return path
-
-
-def child_runs(client: MlflowClient, out: Path) -> list:
-    state = load_state(out)
-    return client.search_runs([state.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{state.parent_run_id}'")
 
 
 def test_budget_aware_search_reports_pruned_and_failed_truthfully(tmp_path: Path) -> None:
@@ -172,22 +140,8 @@ def test_killed_driver_resumes_without_duplicates(tmp_path: Path, mlflow_server)
     space = write_space(tmp_path, "resume-sweep", trials=8)
     command = [sys.executable, "-m", "weightmom_sweeps", "sweep", str(space), "--out", str(out),
                "--tracking-uri", mlflow_server.uri, "--verbose", "0"]
-    log = open(tmp_path / "first.log", "wb")
-    # Its own session, so the SIGKILL takes the driver and the Ray it started: a crashed laptop.
-    driver = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and driver.poll() is None:
-            if (out / "trials.parquet").exists() and pq.read_metadata(out / "trials.parquet").num_rows >= 2:
-                break
-            time.sleep(0.5)
-        assert driver.poll() is None, (tmp_path / "first.log").read_text()[-2000:]
-        os.killpg(driver.pid, signal.SIGKILL)
-        driver.wait(timeout=30)
-    finally:
-        if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
-    finished_before = pq.read_metadata(out / "trials.parquet").num_rows
+    run_until(command, tmp_path / "first.log", lambda: rows_so_far(out) >= 2, signal.SIGKILL, group=True)
+    finished_before = rows_so_far(out)
     assert 2 <= finished_before < 8
 
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600)
@@ -236,9 +190,8 @@ def test_unreachable_tracking_server_fails_before_any_trial(tmp_path: Path, caps
 
     out = tmp_path / "out"
     space = write_space(tmp_path, "unreachable", trials=2)
-    started = time.monotonic()
     code = main(["sweep", str(space), "--out", str(out), "--tracking-uri", f"http://127.0.0.1:{free_port()}"])
-    assert code == 2 and time.monotonic() - started < 60
+    assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("weightmom: error: cannot reach the MLflow tracking server") and err.count("\n") == 1
     assert not out.exists()

@@ -11,11 +11,9 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
-import pyarrow.parquet as pq
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -25,7 +23,7 @@ from sweeps.execution.ray_session import psutil
 from sweeps.records.results import read_table, recorded_name
 from sweeps.records.state import load_state
 from sweeps.search.searcher import RAY_TRIAL_ID
-from tests.test_sweeps import child_runs, write_space
+from tests.sweep_helpers import child_runs, rows_so_far, run_until, wait_for, write_space
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -37,29 +35,6 @@ ENV = {**os.environ, "WEIGHTMOM_CHECKPOINT_EVERY_S": "0", "PYTHONPATH": str(REPO
 def sweep_command(space: Path, out: Path, uri: str) -> list[str]:
     return [sys.executable, "-m", "weightmom_sweeps", "sweep", str(space), "--out", str(out), "--tracking-uri", uri,
             "--verbose", "0"]
-
-
-def rows_so_far(out: Path) -> int:
-    path = out / "trials.parquet"
-    return pq.read_metadata(path).num_rows if path.exists() else 0
-
-
-def run_until(command: list[str], out: Path, log: Path, condition, stop: signal.Signals, group: bool) -> None:
-    """Start the driver in its own session; once `condition()` holds, send `stop` (to its process group)."""
-    with open(log, "wb") as sink:
-        driver = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, start_new_session=True, env=ENV)
-    try:
-        deadline = time.monotonic() + 240
-        while not condition():
-            assert driver.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "timed out waiting to stop the driver"
-            time.sleep(0.2)
-        os.killpg(driver.pid, stop) if group else driver.send_signal(stop)
-        driver.wait(timeout=120)
-    finally:
-        if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
-            driver.wait(timeout=30)
 
 
 def epoch_in(state_file: Path) -> int | None:
@@ -78,7 +53,7 @@ def test_torn_snapshot_resume_settles_every_trial_once(tmp_path: Path, mlflow_se
     out, trials = tmp_path / "sweep", 6
     space = write_space(tmp_path, "torn", trials=trials)
     command = sweep_command(space, out, mlflow_server.uri)
-    run_until(command, out, tmp_path / "first.log", lambda: rows_so_far(out) >= 1, signal.SIGKILL, group=True)
+    run_until(command, tmp_path / "first.log", lambda: rows_so_far(out) >= 1, signal.SIGKILL, group=True, env=ENV)
     snapshots = sorted((out / "ray").glob("*/experiment_state-*.json"))
     torn_folder = snapshots[-1].parent
     snapshots[-1].write_bytes(b"")   # the torn write: what a kill during Ray's in-place write leaves
@@ -200,7 +175,7 @@ def test_interrupted_sweep_exits_non_zero_with_the_count_and_resume_completes_it
     space = write_space(tmp_path, "short", trials=trials, early_stopping=False)
     command = sweep_command(space, out, mlflow_server.uri)
     # Ctrl-C: Ray stops the trials, saves its snapshot, and returns from fit with the budget unspent.
-    run_until(command, out, tmp_path / "first.log", lambda: rows_so_far(out) >= 1, signal.SIGINT, group=False)
+    run_until(command, tmp_path / "first.log", lambda: rows_so_far(out) >= 1, signal.SIGINT, group=False, env=ENV)
     log = (tmp_path / "first.log").read_text()
     settled = rows_so_far(out)
     assert settled < trials
@@ -246,13 +221,13 @@ def test_resume_ends_only_the_killed_drivers_ray_leftovers(tmp_path: Path, local
         assert driver.stdout.readline().strip() == b"ready"
         session = json.loads((tmp_path / ray_session.SESSION_FILE).read_text())["session_dir"]
         assert ray_session.end_leftovers(tmp_path) == []   # its driver is alive: nothing is left over
-        deadline = time.monotonic() + 60
-        while {p.name() for p in agents_of(session)} < {"ray::DashboardAgent", "ray::RuntimeEnvAgent"}:
-            assert time.monotonic() < deadline, [p.name() for p in agents_of(session)]
-            time.sleep(0.5)
+        wait_for(lambda: {p.name() for p in agents_of(session)} >= {"ray::DashboardAgent", "ray::RuntimeEnvAgent"},
+                 60, "the session's agents to start")
         driver.kill()   # the driver alone, as a crash or `kill -9` would
         driver.wait(timeout=30)
-        time.sleep(5)   # Ray's GCS and raylet follow it; the two agents stay, orphaned
+        # Ray's GCS and raylet follow it; the two agents stay, orphaned.
+        wait_for(lambda: not {p.name() for p in agents_of(session)} & {"gcs_server", "raylet"}, 60,
+                 "the killed session's GCS and raylet to end")
         left = agents_of(session)
         assert {p.name() for p in left} >= {"ray::DashboardAgent", "ray::RuntimeEnvAgent"}
 
