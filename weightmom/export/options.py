@@ -20,3 +20,16 @@ class ExportOptions:
     samples: int = 16                # test images in samples/samples.npz
     zstd_level: int = 19
     opset: int | None = None         # None: the exporter's default (checked against onnxruntime's range)
+
+
+EXTRA = ("onnx", "onnxscript", "onnxruntime", "zstandard")
+
+
+def check_dependencies() -> None:
+    """The optional `export` extra, checked before any work, as one line rather than an ImportError later."""
+    import importlib.util
+
+    from weightmom.errors import require
+
+    missing = [name for name in EXTRA if importlib.util.find_spec(name) is None]
+    require(not missing, f"export needs {', '.join(missing)}: pip install 'weightmom-sweeps[export]'")

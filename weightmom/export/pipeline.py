@@ -29,9 +29,12 @@ WEIGHTS = "weights.safetensors.zst"
 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path, options: ExportOptions | None = None,
-                      config_text: str | None = None) -> dict:
-    """Write DIR = `out` from a sparse checkpoint; return report.json's content. `config_text`: config.yaml's text
-    (default: the checkpoint's config)."""
+                      config_text: str | None = None, origin: dict | None = None) -> dict:
+    """Write DIR = `out` from a sparse checkpoint; return report.json's content.
+
+    `config_text`: config.yaml's text (default: the checkpoint's config); `origin`: where the checkpoint came from
+    (a sweep's trial), merged into report.json's "source".
+    """
     out, options = Path(out), options or ExportOptions()
     check_out_dir(out)
     source = load_source(checkpoint, options.data_dir)
@@ -40,7 +43,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, options: ExportOp
     os.umask(umask)
     os.chmod(staging, 0o777 & ~umask)   # mkdtemp makes 0700; DIR gets the usual permissions
     try:
-        result = _write_all(source, staging, options, config_text)
+        result = _write_all(source, staging, options, config_text, origin or {})
         if out.exists():
             out.rmdir()   # empty, checked above; the rename below cannot replace a folder otherwise
         os.replace(staging, out)
@@ -50,7 +53,8 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path, options: ExportOp
     return result
 
 
-def _write_all(source: Source, staging: Path, options: ExportOptions, config_text: str | None) -> dict:
+def _write_all(source: Source, staging: Path, options: ExportOptions, config_text: str | None,
+               origin: dict) -> dict:
     shape = source.checkpoint.input_shape
     pruned = Normalized(source.model, source.mean, source.std).eval()
     graphs.write_pt2(graphs.export_program(pruned, shape), staging / "model.pt2")
@@ -65,6 +69,7 @@ def _write_all(source: Source, staging: Path, options: ExportOptions, config_tex
         check_parity(parity)
         latency = _latency(source, pruned, staging, options)
     result = _report(source, staging, parity, latency, graphs.opset_of(proto))
+    result["source"] |= origin
     (staging / "report.json").write_text(json.dumps(result, indent=2))
     (staging / "report.md").write_text(report.markdown(result))
     return result
