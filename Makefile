@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 $(BIN)/weightmom: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,export]"
 	touch $(BIN)/weightmom
 
 .PHONY: demo test test-fast lint bench mlflow-ui

@@ -1,4 +1,4 @@
-"""`weightmom sweep | pareto | best | table | check-cluster`: the sweep commands, an extension of weightmom.cli.
+"""`weightmom sweep | pareto | best | export | table | check-cluster`: the sweep commands, extending weightmom.cli.
 
 Only argparse (and yaml, for check-cluster) at import time: Ray, Optuna and MLflow load when a command runs.
 """
@@ -46,12 +46,53 @@ def add_parsers(commands) -> None:
     p.add_argument("--out", required=True, help="where to write the config YAML")
     p.add_argument("--export", help="also write that trial's pruned model (sparse checkpoint) here")
 
+    add_export_parser(commands)
+
     p = commands.add_parser("table", help="method x density table over seeds, with paired differences")
     p.add_argument("dir")
     p.add_argument("--by", action="append", default=[], metavar="KEY",
                    help="also group by this config key, e.g. --by model (repeatable)")
 
     cluster_check.add_parser(commands)
+
+
+def add_export_parser(commands) -> None:
+    p = commands.add_parser("export", help="write a deployable model (ONNX, torch.export, compressed weights), "
+                                           "checked on the test split and measured")
+    p.add_argument("source", help="a sparse checkpoint (train --save, best --export), or a sweep folder")
+    p.add_argument("--out", required=True, help="folder to create (absent or empty)")
+    p.add_argument("--max-density", dest="max_density", type=float, help="sweep folder: chosen as `best` chooses")
+    p.add_argument("--min-accuracy", dest="min_accuracy", type=float, help="sweep folder: chosen as `best` chooses")
+    p.add_argument("--data-dir", dest="data_dir", help="override the dataset folder stored in the checkpoint")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads for latency (default 1)")
+    p.add_argument("--latency-runs", dest="latency_runs", type=int, default=30)
+    p.add_argument("--parity-atol", dest="parity_atol", type=float, default=1e-3,
+                   help="largest |ONNX Runtime - torch| logit difference allowed on the test split")
+
+
+def run_export_command(args: argparse.Namespace) -> int:
+    from sweeps.analysis.best import NothingQualifies
+    from sweeps.analysis.export import export_source
+    from weightmom.export import ExportOptions, ParityFailed
+    from weightmom.export.options import check_dependencies
+
+    require(args.threads >= 1 and args.latency_runs >= 1, "--threads and --latency-runs must be at least 1")
+    require(args.parity_atol >= 0, "--parity-atol must be >= 0")
+    check_dependencies()
+    options = ExportOptions(data_dir=args.data_dir, threads=args.threads, latency_runs=args.latency_runs,
+                            parity_atol=args.parity_atol)
+    try:
+        report = export_source(args.source, args.out, options, args.max_density, args.min_accuracy)
+    except (NothingQualifies, ParityFailed) as err:
+        print(f"weightmom: {err}", file=sys.stderr)
+        return 1
+    weights, ort = report["files"]["weights.safetensors.zst"], report["parity"]["onnxruntime"]
+    print(f"export -> {args.out}: model.onnx, model.pt2, weights.safetensors.zst ({weights['pct_dense_fp32']:.1f}% "
+          f"of dense fp32), report.md")
+    print(f"parity on {report['parity']['test_images']} test images: accuracy {ort['accuracy']:.4f} on ONNX Runtime "
+          f"and torch, max logit difference {ort['max_abs_logit_diff']:.2g}")
+    print(report["latency"]["verdict"])
+    return 0
 
 
 def run_sweep_command(args: argparse.Namespace) -> int:
@@ -170,6 +211,10 @@ def run_best_command(args: argparse.Namespace) -> int:
     print(f"config -> {args.out}" + (f", pruned model -> {args.export}" if args.export else ""))
     print(f"reproduce the trial:             {_tool('weightmom')} train --config {shlex.quote(args.out)}")
     print(f"retrain on all the training data: {retrain_command(shlex.quote(args.out), _tool('weightmom'))}")
+    if args.export:
+        deploy = shlex.quote(str(Path(args.export).with_suffix("")) + "-export")
+        print(f"deployable model (ONNX, checked): {_tool('weightmom')} export {shlex.quote(args.export)} "
+              f"--out {deploy}")
     return 0
 
 
@@ -185,4 +230,5 @@ def run_table_command(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"sweep": run_sweep_command, "pareto": run_pareto_command, "best": run_best_command,
-            "table": run_table_command, "check-cluster": cluster_check.run_check_cluster}
+            "table": run_table_command, "export": run_export_command,
+            "check-cluster": cluster_check.run_check_cluster}

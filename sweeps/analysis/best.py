@@ -68,11 +68,16 @@ def retrain_command(config_path: str | Path, program: str = "weightmom") -> str:
     return f"{program} train --config {config_path} --set val_fraction=0"
 
 
-def write_config(path: str | Path, config: TrainConfig, row: dict) -> None:
+def config_yaml(path: str | Path, config: TrainConfig, row: dict) -> str:
+    """The config file's text: the trial's numbers and the commands to rerun it, then the config."""
     header = (f"# Trial {row['trial_id']}: {describe(row)}\n"
               f"# Reproduce the trial: weightmom train --config {path}\n"
               f"# Retrain on all training data: {retrain_command(path)}\n")
-    text = header + yaml.safe_dump(asdict(config), sort_keys=False)
+    return header + yaml.safe_dump(asdict(config), sort_keys=False)
+
+
+def write_config(path: str | Path, config: TrainConfig, row: dict) -> None:
+    text = config_yaml(path, config, row)
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
