@@ -198,3 +198,41 @@ def test_data_dir_uri_trains_from_the_node_copy(shapes: Path, tmp_path: Path, mo
     with pytest.raises(UsageError, match=r"data_dir nosuch://bucket/x: cannot copy it") as err:
         local_data_dir("nosuch://bucket/x")
     assert "\n" not in str(err.value)
+
+
+# -- in a sweep ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_sweep_fails_the_trial_with_a_corrupt_image_and_completes_the_others(shapes: Path, tmp_path: Path,
+                                                                               monkeypatch) -> None:
+    import shutil
+
+    import ray
+    import yaml
+
+    from sweeps.records.results import read_table
+    from weightmom_sweeps.cli import main
+
+    good, bad = (Path(shutil.copytree(shapes, tmp_path / name)) for name in ("good", "bad"))
+    culprit = bad / "test" / "circle" / "circle_0003.png"
+    _truncate(culprit)
+    space = {"name": "stream-bad-image", "trials": 3, "concurrency": 1, "resources": {"cpu": 1, "gpu": 0},
+             "early_stopping": False,
+             "fixed": {"dataset": "imagefolder", "data_loading": "stream", "data_workers": 1, "model": "lenet300",
+                       "epochs": 1, "batch_size": 64, "device": "cpu", "method": "dense"},
+             "params": {"data_dir": {"type": "categorical", "choices": [str(good), str(bad)]},
+                        "lr": {"type": "float", "low": 0.01, "high": 0.05}},
+             "start_points": [{"data_dir": str(good), "lr": 0.01}, {"data_dir": str(bad), "lr": 0.01},
+                              {"data_dir": str(good), "lr": 0.02}]}
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
+    monkeypatch.chdir(tmp_path)
+    try:
+        main(["sweep", "space.yaml", "--out", "sweep", "--verbose", "0"])
+    finally:
+        ray.shutdown()
+    rows = read_table(tmp_path / "sweep" / "trials.parquet")
+    states = sorted((r["config.data_dir"] == str(bad), r["state"]) for r in rows)
+    assert states == [(False, "COMPLETE"), (False, "COMPLETE"), (True, "FAILED")], rows
+    failed = next(r for r in rows if r["state"] == "FAILED")
+    assert str(culprit) in failed["error"] and "unreadable image" in failed["error"], failed["error"]
