@@ -180,6 +180,7 @@ class StreamingDataset:
             raise UsageError(f"unknown split {split!r}; this dataset has: {', '.join(self.splits)}")
         if batch_size < 1:
             raise UsageError(f"batch_size must be at least 1, got {batch_size}")
+        self._statistics()   # now: computed lazily inside a batch stream, it would restart that stream's loader
         n = self.size(split)
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         stop = n - n % batch_size if drop_last else n
