@@ -20,6 +20,7 @@ from weightmom.strict import Rule, build, check_rule, field_types
 
 OPTIMIZERS = ("sgd", "adam")
 LR_SCHEDULES = ("cosine", "step", "constant")
+DATA_LOADINGS = ("auto", "memory", "stream")
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class TrainConfig:
     dataset: str = "digits"           # digits | cifar10 | cifar100 | imagefolder | package.module:loader
     data_dir: str | None = None       # CIFAR "python version" folder or ImageFolder root; None: download
     image_size: int = 32              # imagefolder (and PIL datasets): images are resized to this square
+    data_loading: str = "auto"        # imagefolder: memory | stream | auto (stream when it would not fit)
+    data_workers: int | None = None   # stream: decoding processes; None: this process's CPUs, at most 8
     model: str = "lenet300"           # a built-in name or package.module:factory
     model_args: dict = field(default_factory=dict)  # keyword arguments of an import-path model's factory
     width: float = 1.0                # channel multiplier of built-in models (small ones for CPU benchmarks)
@@ -53,6 +56,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("density", *FIELD_CHOICES, *FIELD_RULES):
             check_field(name, getattr(self, name))
+        require(self.data_loading != "stream" or self.dataset == "imagefolder",
+                f"data_loading stream needs dataset imagefolder (got {self.dataset!r}, which is held in memory)")
         # The method's knobs too: a typo in pruner.* fails here, before any data is read.
         pruner_config(self.method, self.target_density, self.pruner)
 
@@ -63,7 +68,8 @@ class TrainConfig:
         return default_density(self.method)
 
 
-FIELD_CHOICES: dict[str, tuple[str, ...]] = {"optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES}
+FIELD_CHOICES: dict[str, tuple[str, ...]] = {"optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES,
+                                             "data_loading": DATA_LOADINGS}
 # Each field's own rule, as (holds, what it must be); types are checked by `build`.
 FIELD_RULES: dict[str, Rule] = {
     "epochs": (lambda v: v > 0, "must be a positive integer"),
@@ -75,6 +81,7 @@ FIELD_RULES: dict[str, Rule] = {
     "label_smoothing": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
     "val_fraction": (lambda v: 0 <= v < 0.5, "must be in [0, 0.5)"),
     "lr_step_epochs": (lambda v: v > 0, "must be positive"),
+    "data_workers": (lambda v: v is None or v >= 0, "must be >= 0 (0: decode in the training process)"),
 }
 
 

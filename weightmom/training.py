@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from weightmom.config import TrainConfig
 from weightmom.data.datasets import TensorDataset, iterate_batches, normalize, split_validation
 from weightmom.data.sources import Loader, as_tensor_dataset, data_loader
+from weightmom.data.streaming import StreamingDataset
 from weightmom.errors import TrainingDiverged, UsageError
 from weightmom.metrics import sparsity_report
 from weightmom.models import ModelFactory, check_forward, model_source
@@ -31,6 +32,7 @@ from weightmom.trainer import Trainer, autocast
 
 Report = Callable[[dict], None]
 EpochEnd = Callable[[dict, "TrainResult"], None]
+Data = TensorDataset | StreamingDataset   # held on the device, or streamed from files
 
 
 @dataclass
@@ -97,7 +99,7 @@ def lr_multiplier(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], 
     return lambda step: 1.0
 
 
-def evaluate(model: nn.Module, dataset: TensorDataset, batch_size: int = 1000,
+def evaluate(model: nn.Module, dataset: Data, batch_size: int = 1000,
              channels_last: bool = False, split: str = "test") -> tuple[float, float]:
     """Loss and accuracy (0..1) on one split, summed on the device and synchronised once."""
     model.eval()
@@ -115,7 +117,7 @@ def evaluate(model: nn.Module, dataset: TensorDataset, batch_size: int = 1000,
     return loss_sum.item() / n, correct.item() / n
 
 
-def evaluate_splits(model: nn.Module, dataset: TensorDataset, channels_last: bool = False) -> dict:
+def evaluate_splits(model: nn.Module, dataset: Data, channels_last: bool = False) -> dict:
     """`val_*` (when the dataset has a validation split) and `test_*` loss and accuracy.
 
     Both are measured every epoch; only val is for choosing (sweeps, early stopping, `best`),
@@ -141,6 +143,15 @@ def train(config: TrainConfig, report: Report | None = None, data: object = None
     `(train, test, num_classes)`, see weightmom.data.sources) replace the config's names.
     """
     run = _setup(config, model, data)
+    try:
+        return _train_epochs(run, report, progress, epoch_end, resume)
+    finally:
+        if isinstance(run.dataset, StreamingDataset):
+            run.dataset.close()   # its worker processes end with the run, not when it is collected
+
+
+def _train_epochs(run: _Run, report: Report | None, progress: bool | None, epoch_end: EpochEnd | None,
+                  resume: dict | None) -> TrainResult:
     first_epoch, seconds_before, last = 1, 0.0, {}
     if resume is not None:
         first_epoch, seconds_before, last = run.resume(resume)
@@ -165,7 +176,7 @@ class _Run:
     """One run, set up: the trainer, the data it steps through, and what its results are made of."""
 
     config: TrainConfig          # as resolved by _sources: names what the run really uses
-    dataset: TensorDataset
+    dataset: Data
     trainer: Trainer
     shuffle: torch.Generator     # the order of the train batches, part of the resumable state
 
@@ -205,12 +216,12 @@ class _Run:
 def _setup(config: TrainConfig, model: object, data: object) -> _Run:
     """Seed, data, pruner, model, optimizer, in this order: the runs' bit-reproducibility depends on it."""
     device = resolve_device(config.device)
-    config, build_model, load = _sources(config, model, data)
+    config, build_model, load = _sources(config, model, data, device)
     torch.manual_seed(config.seed)
     dataset = split_validation(load().to(device), config.val_fraction, config.split_seed)
     pruner = create_pruner(config.method, pruner_config(config.method, config.target_density, config.pruner))
     net = build_model(dataset.input_shape, dataset.num_classes).to(device)
-    check_forward(net, normalize(dataset.train_images[:1], dataset), dataset.num_classes, config.model)
+    check_forward(net, normalize(dataset.first_images(1), dataset), dataset.num_classes, config.model)
     channels_last = device.type == "cuda" and len(dataset.input_shape) == 3
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
@@ -223,12 +234,12 @@ def _setup(config: TrainConfig, model: object, data: object) -> _Run:
     return _Run(config, dataset, trainer, shuffle=torch.Generator().manual_seed(config.seed))
 
 
-def _context(config: TrainConfig, dataset: TensorDataset) -> TrainingContext:
+def _context(config: TrainConfig, dataset: Data) -> TrainingContext:
     """What the pruner may know of the run. Its `batches` (SNIP's saliency) have their own generator."""
     return TrainingContext(
-        epochs=config.epochs, steps_per_epoch=math.ceil(dataset.train_labels.numel() / config.batch_size),
+        epochs=config.epochs, steps_per_epoch=math.ceil(dataset.size("train") / config.batch_size),
         loss_fn=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), seed=config.seed,
-        sample_input=dataset.train_images[:1].float(),
+        sample_input=dataset.first_images(1).float(),
         batches=lambda: iterate_batches(dataset, "train", config.batch_size, shuffle=True,
                                         generator=torch.Generator().manual_seed(config.seed + 1)),
     )
@@ -241,19 +252,21 @@ def _progress_bar(config: TrainConfig, first_epoch: int, progress: bool | None) 
                 initial=first_epoch - 1, total=config.epochs, disable=not show)
 
 
-def _sources(config: TrainConfig, model: object, data: object) -> tuple[TrainConfig, ModelFactory, Loader]:
+def _sources(config: TrainConfig, model: object, data: object,
+             device: torch.device | None = None) -> tuple[TrainConfig, ModelFactory, Loader]:
     """Resolve the model and the data before any is read: a typo costs no loading time. The config
     returned names what the run really uses (a model or data passed as objects included)."""
     label, build_model = model_source(config.model, config.width, config.model_args, model)
     if data is None:
-        load = data_loader(config.dataset, config.data_dir, config.image_size)
+        load = data_loader(config.dataset, config.data_dir, config.image_size, config.data_loading, device,
+                           config.data_workers)
     else:
         load = lambda: as_tensor_dataset(data, "data", config.image_size)  # noqa: E731
         config = replace(config, dataset=data.name if isinstance(data, TensorDataset) else "<data>")
     return replace(config, model=label), build_model, load
 
 
-def _final_metrics(config: TrainConfig, dataset: TensorDataset, model: nn.Module, pruner: Pruner, last_epoch: dict,
+def _final_metrics(config: TrainConfig, dataset: Data, model: nn.Module, pruner: Pruner, last_epoch: dict,
                    seconds: float, sparsity: dict | None = None) -> dict:
     """The `--json` content: last epoch's quality, what the network keeps, and the resolved configs."""
     resolved = replace(config, density=config.target_density)

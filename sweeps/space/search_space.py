@@ -178,8 +178,9 @@ def _label(path: Path) -> str:
 
 def _compile(raw: RawSpace, path: Path, import_code: bool) -> SearchSpace:
     fixed = flatten_fixed(raw.fixed)
-    if isinstance(fixed.get("data_dir"), str):
+    if isinstance(fixed.get("data_dir"), str) and "://" not in fixed["data_dir"]:
         # Trials run in Ray workers with another working directory: a relative folder means the driver's.
+        # A URI (s3://, file://) stays as written: each node copies it once (weightmom.data.node_copy).
         fixed["data_dir"] = str(Path(fixed["data_dir"]).expanduser().resolve())
     methods = possible_methods(raw, fixed)
     check_fixed(fixed, methods)

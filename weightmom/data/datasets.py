@@ -89,6 +89,10 @@ class TensorDataset:
     def class_name(self, label: int) -> str:
         return self.class_names[label] if self.class_names else str(label)
 
+    def first_images(self, n: int) -> torch.Tensor:
+        """The first `n` training images, uint8: what a model's first forward and a pruner's layer scan need."""
+        return self.train_images[:n]
+
     @property
     def input_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of one image, what a model constructor needs."""
@@ -131,24 +135,12 @@ def split_validation(dataset: TensorDataset, fraction: float, seed: int = 0) -> 
     Normalisation statistics are recomputed from what is left for training. A dataset that
     already has a validation split (e.g. an ImageFolder ``val/``) is returned unchanged.
     """
+    if not isinstance(dataset, TensorDataset):   # a streamed ImageFolder splits its file list the same way
+        return dataset.split_validation(fraction, seed)
     if fraction == 0 or dataset.val_images is not None:
         return dataset
-    if not 0 < fraction < 0.5:
-        raise UsageError(f"val_fraction must be in [0, 0.5) (got {fraction})")
     labels = dataset.train_labels.cpu().numpy()
-    rng = np.random.default_rng(seed)
-    val_parts = []
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        n_val = int(round(fraction * members.size))
-        if n_val == 0:
-            raise UsageError(
-                f"{dataset.name}: val_fraction {fraction} leaves class "
-                f"{dataset.class_name(int(label))!r} ({members.size} training samples) with no "
-                "validation sample; raise val_fraction or add data"
-            )
-        val_parts.append(rng.permutation(members)[:n_val])
-    val_index = np.sort(np.concatenate(val_parts))
+    val_index = validation_index(labels, fraction, seed, dataset.name, dataset.class_name)
     keep = np.ones(labels.size, dtype=bool)
     keep[val_index] = False
     device = dataset.train_images.device
@@ -165,6 +157,26 @@ def split_validation(dataset: TensorDataset, fraction: float, seed: int = 0) -> 
         mean=mean.to(device),
         std=std.to(device),
     )
+
+
+def validation_index(labels: np.ndarray, fraction: float, seed: int, name: str,
+                     class_name: Callable[[int], str]) -> np.ndarray:
+    """The sorted indices of the stratified validation split: `split_validation`'s rule, shared by both paths."""
+    if not 0 < fraction < 0.5:
+        raise UsageError(f"val_fraction must be in [0, 0.5) (got {fraction})")
+    rng = np.random.default_rng(seed)
+    val_parts = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        n_val = int(round(fraction * members.size))
+        if n_val == 0:
+            raise UsageError(
+                f"{name}: val_fraction {fraction} leaves class "
+                f"{class_name(int(label))!r} ({members.size} training samples) with no "
+                "validation sample; raise val_fraction or add data"
+            )
+        val_parts.append(rng.permutation(members)[:n_val])
+    return np.sort(np.concatenate(val_parts))
 
 
 def _make_dataset(
@@ -387,6 +399,8 @@ def iterate_batches(
     never are, so evaluation is deterministic. Arguments are checked here, at the call,
     rather than at the first ``next``.
     """
+    if not isinstance(dataset, TensorDataset):   # a streamed ImageFolder: its DataLoader makes the batches
+        return dataset.iterate_batches(split, batch_size, shuffle=shuffle, generator=generator, drop_last=drop_last)
     if split not in dataset.splits:
         raise UsageError(f"unknown split {split!r}; this dataset has: {', '.join(dataset.splits)}")
     if batch_size < 1:

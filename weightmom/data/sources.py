@@ -30,17 +30,24 @@ def check_dataset_name(name: str) -> None:
             f"unknown dataset {name!r}; choose from: {', '.join(DATASET_NAMES)}, or package.module:loader")
 
 
-def data_loader(name: str, data_dir: str | None = None, image_size: int = 32) -> Loader:
-    """Resolve the dataset now and load it later: a bad name or loader fails before anything is read."""
+def data_loader(name: str, data_dir: str | None = None, image_size: int = 32, loading: str = "auto",
+                device: torch.device | None = None, workers: int | None = None) -> Loader:
+    """Resolve the dataset now and load it later: a bad name or loader fails before anything is read.
+
+    A `data_dir` URI (s3://, file://...) is copied to this node once, when loading (weightmom.data.node_copy).
+    An ImageFolder is streamed or held as `loading` says (weightmom.data.imagefolder.open_imagefolder).
+    """
+    from weightmom.data.node_copy import local_data_dir
+
     if name == IMAGEFOLDER:
-        from weightmom.data.imagefolder import load_imagefolder
+        from weightmom.data.imagefolder import open_imagefolder
 
         require(data_dir is not None, "dataset imagefolder needs data_dir: a folder with train/ and test/ "
                                       "holding one subfolder per class")
-        return lambda: load_imagefolder(data_dir, image_size)
+        return lambda: open_imagefolder(local_data_dir(data_dir), image_size, loading, device, workers)
     if not is_import_path(name):
         check_dataset_name(name)
-        return lambda: load_dataset(name, data_dir=data_dir)
+        return lambda: load_dataset(name, data_dir=None if data_dir is None else local_data_dir(data_dir))
     loader = resolve(name, "dataset")
     if data_dir is not None:
         require(takes_keyword(loader, "data_dir"), f"dataset {name!r}: data_dir is set but the loader takes no "
