@@ -20,8 +20,7 @@ from pathlib import Path
 import ray
 import yaml
 
-from sweeps.execution.runner import SweepOptions, run_sweep
-from sweeps.space.search_space import load_space
+from sweeps import SweepOptions, load_space, run_sweep
 
 REPO = Path(__file__).resolve().parents[1]
 CIFAR_MINI = REPO.parent / "shared" / "data" / "cifar10-mini"

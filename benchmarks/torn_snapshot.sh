@@ -67,8 +67,7 @@ from pathlib import Path
 import optuna
 from mlflow.tracking import MlflowClient
 
-from sweeps.records.results import read_table
-from sweeps.records.state import load_state
+from sweeps import load_state, read_table
 
 out = Path(sys.argv[1])
 state = load_state(out)
