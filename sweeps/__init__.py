@@ -31,6 +31,7 @@ _EXPORTS = {
     "load_state": "sweeps.records.state",
     "pick": "sweeps.analysis.best",
     "NothingQualifies": "sweeps.analysis.best",
+    "export_source": "sweeps.analysis.export",
     "hypervolume": "sweeps.analysis.pareto",
     "accuracy_density_hypervolume": "sweeps.analysis.pareto",
     "sweep_hypervolume": "sweeps.analysis.pareto",
