@@ -9,7 +9,8 @@ one line per reported epoch); MLflow holds the same history per child run.
 
 Columns: trial (folder/trial id), one column per swept param (None where a `when` left it out), epochs
 (the full budget), val_accuracy_by_epoch and density_by_epoch (lists, one value per epoch, epoch 1 first),
-and the final val_accuracy_final / density_final (the measured density; the `density` param is the target). Trials that did not reach the full budget are left out (counted on stdout).
+and the final val_accuracy_final / density_final (the measured density; the `density` param is the target).
+Trials that did not reach the full budget are left out (counted on stdout).
 """
 
 from __future__ import annotations

@@ -3,8 +3,16 @@
 import pickle
 import random
 
-from sweeps.search.moasha import (MOASHAScheduler, Rungs, _ranks_any, crowding, milestones, pareto_ranks, promote,
-                                  rung_order)
+from sweeps.search.moasha import (
+    MOASHAScheduler,
+    Rungs,
+    _ranks_any,
+    crowding,
+    milestones,
+    pareto_ranks,
+    promote,
+    rung_order,
+)
 
 
 def test_pareto_ranks_peel_fronts():
@@ -20,7 +28,8 @@ def test_equal_points_share_a_front():
 def test_two_objective_fast_path_matches_the_general_sort():
     rng = random.Random(0)
     for _ in range(200):
-        points = [(rng.choice([0.1, 0.2, 0.5, 0.9]), rng.choice([-0.01, -0.03, -0.1])) for _ in range(rng.randint(1, 12))]
+        size = rng.randint(1, 12)
+        points = [(rng.choice([0.1, 0.2, 0.5, 0.9]), rng.choice([-0.01, -0.03, -0.1])) for _ in range(size)]
         assert pareto_ranks(points) == _ranks_any(points)
 
 

@@ -15,8 +15,8 @@ simulator (benchmarks/replay.py) runs exactly the rule the sweeps run.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
