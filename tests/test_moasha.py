@@ -33,6 +33,11 @@ def test_two_objective_fast_path_matches_the_general_sort():
         assert pareto_ranks(points) == _ranks_any(points)
 
 
+def test_one_objective_ranks_by_value_as_asha_does():
+    points = [(0.5,), (0.9,), (0.5,), (0.1,)]
+    assert pareto_ranks(points) == _ranks_any(points) == [1, 0, 1, 2]
+
+
 def test_crowding_puts_the_boundaries_first():
     points = [(0.0, 1.0), (0.5, 0.5), (1.0, 0.0), (0.45, 0.56)]
     distance = crowding(points, [0, 1, 2, 3])

@@ -29,6 +29,9 @@ def dominates(a: Point, b: Point) -> bool:
 
 def pareto_ranks(points: Sequence[Point]) -> list[int]:
     """Non-dominated sorting: 0 for the first front, 1 for the front once it is removed, and so on."""
+    if points and len(points[0]) == 1:   # ASHA's case: rank = how many distinct values are better
+        better = sorted({p[0] for p in points}, reverse=True)
+        return [better.index(p[0]) for p in points]
     if points and len(points[0]) == 2:
         return _ranks_2d(points)
     return _ranks_any(points)
