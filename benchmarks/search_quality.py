@@ -36,7 +36,6 @@ from pathlib import Path
 
 import numpy as np
 import ray
-
 import replay
 
 from sweeps import SweepOptions, accuracy_density_hypervolume, load_space, run_sweep
