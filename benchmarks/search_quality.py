@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import math
 import multiprocessing
 import statistics
 import sys
@@ -113,10 +114,15 @@ def replay_curves(args: argparse.Namespace, space_name: str, horizon: int) -> di
     jobs = [(str(args.table), space_name, arm, seed, horizon, args.workers)
             for seed in range(args.repeats) for arm in arms]
     curves: dict[str, list] = {arm.name: [] for arm in arms}
+    deadline = time.monotonic() + args.deadline_s if args.deadline_s else math.inf
     with multiprocessing.get_context("spawn").Pool(args.procs) as pool:
         for name, _, curve in pool.imap_unordered(_one, jobs, chunksize=1):
             curves[name].append(curve)
-    return {name: np.stack(c) for name, c in curves.items()}
+            if time.monotonic() > deadline:   # keep the repeats every arm has (jobs run repeat by repeat)
+                pool.terminate()
+                break
+    done = min(len(c) for c in curves.values())
+    return {name: np.stack(c[:done]) for name, c in curves.items()}
 
 
 def replay_summary(curves: dict[str, np.ndarray], budget: int) -> dict:
@@ -168,6 +174,7 @@ def replay_main(argv: list[str]) -> int:
                         choices=[*REPLAY_SAMPLERS, "gp"])
     parser.add_argument("--workers", type=int, default=2, help="asynchronous workers of the replayed sweep")
     parser.add_argument("--procs", type=int, default=2, help="processes replaying (the machine's cores)")
+    parser.add_argument("--deadline-s", type=float, help="stop after this long with the repeats every arm has")
     parser.add_argument("--grace-period", type=int, help="default: the space's")
     parser.add_argument("--reduction-factor", type=float, help="default: the space's")
     args = parser.parse_args(argv)
