@@ -36,6 +36,8 @@ _EXPORTS = {
     "accuracy_density_hypervolume": "sweeps.analysis.pareto",
     "sweep_hypervolume": "sweeps.analysis.pareto",
     "front_rows": "sweeps.analysis.pareto",
+    "Rungs": "sweeps.search.moasha",
+    "make_sampler": "sweeps.search.samplers",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -32,6 +32,7 @@ from sweeps.records.mlflow_client import ResilientClient, check_reachable, defau
 from sweeps.records.mlflow_ui import ensure_experiment
 from sweeps.records.results import ResultsTable, recorded_name
 from sweeps.records.state import SPACE_COPY, SWEEP_STATE_FILE, SweepState, write_state
+from sweeps.search.moasha import MOASHAScheduler
 from sweeps.search.samplers import make_sampler
 from sweeps.search.searcher import BudgetAwareOptunaSearch
 from sweeps.space.search_space import SearchSpace
@@ -130,11 +131,16 @@ def make_searcher(space: SearchSpace, state: SweepState, seed: int) -> BudgetAwa
 
 
 def make_scheduler(space: SearchSpace):
-    """ASHA on the primary objective at the full budget; FIFO when early stopping is off."""
+    """MO-ASHA over every objective when there are two or more (ASHA on accuracy alone starves the sparse
+    end of the front), ASHA on the one objective otherwise; FIFO when early stopping is off."""
     if not space.early_stopping.enabled:
         return FIFOScheduler()
     first = space.objectives[0]
+    grace = min(space.early_stopping.grace_period, space.epochs)
     # Our own epoch counter: Ray's training_iteration keeps counting across a restarted trial.
+    if len(space.objectives) >= 2:
+        return MOASHAScheduler(space.metrics, space.modes, time_attr="epoch", max_t=space.epochs, grace_period=grace,
+                               reduction_factor=space.early_stopping.reduction_factor)
     return ASHAScheduler(metric=first.metric, mode=first.mode, time_attr="epoch",
                          max_t=space.epochs, grace_period=min(space.early_stopping.grace_period, space.epochs),
                          reduction_factor=space.early_stopping.reduction_factor)

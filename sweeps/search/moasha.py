@@ -1,0 +1,169 @@
+"""MO-ASHA: asynchronous successive halving that ranks a rung by non-dominated sorting over every objective.
+
+ASHA ranks the trials at a rung by the primary objective alone. With (val_accuracy up, density down) that
+compares a 2% network with a 20% one on accuracy, and sparse networks, less accurate by nature, are the
+ones stopped: the sparse end of the front starves. MO-ASHA (Schmucker et al. 2021, arXiv 2106.12639) ranks a
+rung by Pareto fronts instead, ties inside a front broken by crowding distance (boundary points first), and
+keeps ASHA's asynchronous rule: a trial reaching a rung continues if it is in the top 1/eta of the results
+recorded there so far (itself included), else it stops. The sparsest trial at a rung is always on its first
+front, so a sparse network is only ever stopped by one at least as sparse and at least as accurate.
+
+The ranking lives in plain functions (`pareto_ranks`, `crowding`, `rung_order`, `promote`) so that the replay
+simulator (benchmarks/replay.py) runs exactly the rule the sweeps run.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ray.tune.schedulers import FIFOScheduler, TrialScheduler
+
+Point = tuple[float, ...]   # objective values signed so that larger is better on every axis
+
+
+def dominates(a: Point, b: Point) -> bool:
+    return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
+
+
+def pareto_ranks(points: Sequence[Point]) -> list[int]:
+    """Non-dominated sorting: 0 for the first front, 1 for the front once it is removed, and so on."""
+    if points and len(points[0]) == 1:   # ASHA's case: rank = how many distinct values are better
+        better = sorted({p[0] for p in points}, reverse=True)
+        return [better.index(p[0]) for p in points]
+    if points and len(points[0]) == 2:
+        return _ranks_2d(points)
+    return _ranks_any(points)
+
+
+def _ranks_2d(points: Sequence[Point]) -> list[int]:
+    """Two objectives in O(n log n + n * fronts): in order of the first axis, best first, a point joins the
+    first front whose latest member (its best on the second axis) does not dominate it."""
+    ranks = [0] * len(points)
+    latest: list[Point] = []
+    for i in sorted(range(len(points)), key=lambda i: (-points[i][0], -points[i][1])):
+        p = points[i]
+        k = next((k for k, q in enumerate(latest) if not dominates(q, p)), len(latest))
+        if k == len(latest):
+            latest.append(p)
+        latest[k] = p
+        ranks[i] = k
+    return ranks
+
+
+def _ranks_any(points: Sequence[Point]) -> list[int]:
+    ranks = [-1] * len(points)
+    left, rank = set(range(len(points))), 0
+    while left:
+        front = {i for i in left if not any(dominates(points[j], points[i]) for j in left if j != i)}
+        for i in front:
+            ranks[i] = rank
+        left -= front
+        rank += 1
+    return ranks
+
+
+def crowding(points: Sequence[Point], members: Sequence[int]) -> dict[int, float]:
+    """NSGA-II crowding distance of `members` (one front), each axis scaled to the front's range."""
+    distance = {i: 0.0 for i in members}
+    if len(members) <= 2:
+        return {i: math.inf for i in members}
+    for axis in range(len(points[members[0]])):
+        ordered = sorted(members, key=lambda i: points[i][axis])
+        low, high = points[ordered[0]][axis], points[ordered[-1]][axis]
+        distance[ordered[0]] = distance[ordered[-1]] = math.inf
+        if high == low:
+            continue
+        for before, here, after in zip(ordered, ordered[1:], ordered[2:]):
+            distance[here] += (points[after][axis] - points[before][axis]) / (high - low)
+    return distance
+
+
+def rung_order(points: Sequence[Point]) -> list[int]:
+    """Indices best first: by Pareto rank, then by crowding distance (larger first), then by index."""
+    ranks = pareto_ranks(points)
+    spread: dict[int, float] = {}
+    for rank in set(ranks):
+        spread.update(crowding(points, [i for i, r in enumerate(ranks) if r == rank]))
+    return sorted(range(len(points)), key=lambda i: (ranks[i], -spread[i], i))
+
+
+def promote(recorded: Sequence[Point], new: Point, eta: float) -> bool:
+    """ASHA's asynchronous rule over Pareto ranks: `new` continues if among the top 1/eta of recorded + new.
+
+    The first trial at a rung always continues, as in ASHA (there is nothing to compare it with).
+    """
+    if not recorded:
+        return True
+    points = [*recorded, new]
+    keep = max(1, math.floor(len(points) / eta))
+    return len(points) - 1 in rung_order(points)[:keep]
+
+
+def milestones(grace_period: int, max_t: int, eta: float) -> list[int]:
+    """The rungs, as ASHA places them: grace_period * eta^k below max_t."""
+    out, t = [], float(grace_period)
+    while t < max_t:
+        out.append(int(round(t)))
+        t *= eta
+    return out
+
+
+@dataclass
+class Rungs:
+    """The recorded points per milestone, and the rule that decides at each: the scheduler's whole state."""
+
+    grace_period: int
+    max_t: int
+    eta: float
+    recorded: dict[int, dict[str, Point]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for milestone in milestones(self.grace_period, self.max_t, self.eta):
+            self.recorded.setdefault(milestone, {})
+
+    def on_result(self, trial_id: str, t: float, point: Point) -> bool:
+        """Record `point` at the highest milestone `t` has passed that this trial has not; False: stop it."""
+        for milestone in sorted(self.recorded, reverse=True):
+            rung = self.recorded[milestone]
+            if t >= milestone and trial_id not in rung:
+                go_on = promote(list(rung.values()), point, self.eta)
+                rung[trial_id] = point
+                return go_on
+        return True
+
+
+class MOASHAScheduler(FIFOScheduler):
+    """A Ray Tune scheduler running `Rungs` over all of a sweep's objectives (metrics with their modes)."""
+
+    def __init__(self, metrics: Sequence[str], modes: Sequence[str], time_attr: str = "epoch", max_t: int = 100,
+                 grace_period: int = 1, reduction_factor: float = 3.0) -> None:
+        super().__init__()
+        if len(metrics) != len(modes) or not metrics or any(m not in ("max", "min") for m in modes):
+            raise ValueError("MOASHAScheduler needs one mode (max or min) per metric")
+        self._metrics, self._signs = list(metrics), [1.0 if m == "max" else -1.0 for m in modes]
+        self._time_attr = time_attr
+        self._rungs = Rungs(grace_period, max_t, reduction_factor)
+        self._stopped = 0
+
+    def set_search_properties(self, metric, mode, **spec) -> bool:
+        return True   # the objectives are the scheduler's own: Tune's single metric does not apply
+
+    def point(self, result: dict) -> Point | None:
+        if self._time_attr not in result or any(m not in result for m in self._metrics):
+            return None
+        return tuple(s * float(result[m]) for m, s in zip(self._metrics, self._signs))
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        point = self.point(result)
+        if point is None:
+            return TrialScheduler.CONTINUE
+        if self._rungs.on_result(trial.trial_id, result[self._time_attr], point):
+            return TrialScheduler.CONTINUE
+        self._stopped += 1
+        return TrialScheduler.STOP
+
+    def debug_string(self) -> str:
+        sizes = ", ".join(f"{m}: {len(r)}" for m, r in sorted(self._rungs.recorded.items()))
+        return f"MO-ASHA over {', '.join(self._metrics)}: rungs {{{sizes}}}, {self._stopped} stopped"
