@@ -65,19 +65,32 @@ def test_a_dead_holder_is_taken_over_with_a_line(tmp_path: Path, capsys) -> None
 
 
 @pytest.mark.slow
+def test_a_held_folder_is_left_as_it_is(tmp_path: Path) -> None:
+    """The refused driver writes nothing: the folder holds what it held (here, the lock alone)."""
+    out = tmp_path / "sweep"
+    command = sweep_command(tiny_space(tmp_path, "refused"), out, "unused")[:-4]
+    with SweepLock(out):
+        for extra in ([], ["--resume"]):
+            refused = subprocess.run([*command, *extra], capture_output=True, text=True, timeout=120, env=ENV)
+            assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+            assert [p.name for p in out.iterdir()] == [LOCK_FILE]
+
+
+@pytest.mark.slow
 def test_a_second_driver_gets_one_line_and_the_first_loses_nothing(tmp_path: Path, mlflow_server) -> None:
-    out, trials = tmp_path / "sweep", 3
+    out, trials = tmp_path / "sweep", 5   # enough for the first driver to outlive the second ones' start
     command = sweep_command(tiny_space(tmp_path, "held", trials), out, mlflow_server.uri)
     first = start(command, tmp_path / "first.log")
     try:
         wait_for(lambda: (out / SWEEP_STATE_FILE).exists(), first, "sweep.json")
-        for extra in (["--resume"], []):
-            listing = sorted(p.name for p in out.iterdir())
-            second = subprocess.run([*command, *extra], capture_output=True, text=True, timeout=120, env=ENV)
-            assert second.returncode == 2, second.stderr
-            lines = second.stderr.strip().splitlines()
-            assert len(lines) == 1 and f"(pid {first.pid} on " in lines[0] and "Traceback" not in second.stderr
-            assert not set(p.name for p in out.iterdir()) - set(listing)   # wrote nothing
+        seconds = [subprocess.Popen([*command, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                    env=ENV) for extra in (["--resume"], [])]
+        for second in seconds:
+            _, err = second.communicate(timeout=120)
+            assert second.returncode == 2, err
+            lines = err.strip().splitlines()
+            assert len(lines) == 1 and f"(pid {first.pid} on " in lines[0] and "Traceback" not in err
+        assert not list(out.glob("partial-start-*"))
         assert first.wait(timeout=600) == 0, (tmp_path / "first.log").read_text()[-3000:]
     finally:
         stop(first)

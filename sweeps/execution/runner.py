@@ -151,6 +151,7 @@ def make_reporter(space: SearchSpace) -> tune.CLIReporter:
 
 def run_sweep(space: SearchSpace, options: SweepOptions) -> list[dict]:
     """Run (or resume) the sweep; returns the rows of trials.parquet. One driver per folder: see records/lock.py."""
+    SweepLock(options.out).probe()   # a held folder: the holder's line first, whatever else is wrong
     plan(space, options)   # a bad request fails here, before even the folder's lock file is written
     with SweepLock(options.out):
         moved = None if options.resume else set_aside_partial(options.out)

@@ -47,17 +47,25 @@ class SweepLock:
     def __exit__(self, *exc) -> None:
         self.release()
 
+    def probe(self) -> None:
+        """Raise the holder's line if the folder is held; writes nothing (a shared lock, opened read-only)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return
+        try:
+            self._lock_or_refuse(fd, fcntl.LOCK_SH)
+        finally:
+            os.close(fd)
+
     def acquire(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = read_holder(fd)
+            self._lock_or_refuse(fd, fcntl.LOCK_EX)
+        except UsageError:
             os.close(fd)
-            who = holder.describe() if holder else "a driver that has not written its name yet"
-            raise UsageError(f"{self.path.parent} is in use by another sweep driver ({who}); wait for it to end, "
-                             "or stop it, then run again") from None
+            raise
         previous = read_holder(fd)
         if previous is not None:
             print(f"weightmom: took over the lock of a driver that is gone ({previous.describe()}"
@@ -67,6 +75,15 @@ class SweepLock:
         os.pwrite(fd, (json.dumps(asdict(me)) + "\n").encode(), 0)
         os.fsync(fd)
         self._fd = fd
+
+    def _lock_or_refuse(self, fd: int, kind: int) -> None:
+        try:
+            fcntl.flock(fd, kind | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = read_holder(fd)
+            who = holder.describe() if holder else "a driver that has not written its name yet"
+            raise UsageError(f"{self.path.parent} is in use by another sweep driver ({who}); wait for it to end, "
+                             "or stop it, then run again") from None
 
     def release(self) -> None:
         """Clear the holder's name, then the lock: a clean exit leaves no one to take over from."""
