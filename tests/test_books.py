@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sweeps.records.lock import LOCK_FILE, SweepLock
-from sweeps.records.results import read_table, write_rows
+from sweeps.records.results import ResultsTable, journal_path, read_table, write_rows
 from sweeps.records.state import SWEEP_STATE_FILE
 from tests.test_sweeps import write_space
 from tests.test_torn_resume import ENV, rows_so_far, sweep_command
@@ -137,3 +137,19 @@ def test_rows_lost_from_trials_parquet_are_rebuilt_on_resume(tmp_path: Path, mlf
         assert rebuilt["config.lr"] == row["config.lr"] and rebuilt["test_accuracy"] == row["test_accuracy"]
     again = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600, env=ENV)
     assert again.returncode == 0 and f"{trials} of {trials} trials settled" in again.stdout
+
+
+def test_a_batched_table_loses_no_row_to_a_kill(tmp_path: Path) -> None:
+    """Rows between two rewrites live in the journal; a new table (the resumed driver) replays them."""
+    path = tmp_path / "trials.parquet"
+    table = ResultsTable(path, batched=True)
+    for index in range(5):
+        table._write_s = 0.0 if index == 0 else 3600.0   # as if the last rewrite was slow: rows wait in the journal
+        table.upsert({"trial_id": f"t{index}", "state": "COMPLETE", "test_accuracy": index / 10})
+    assert rows_so_far(tmp_path) == 1   # the first row was written at once
+    with open(journal_path(path), "a") as journal:
+        journal.write('{"trial_id": "torn", "sta')   # a kill mid-append
+    resumed = ResultsTable(path, batched=True)
+    assert [r["trial_id"] for r in resumed.rows()] == [f"t{i}" for i in range(5)]
+    resumed.flush()
+    assert rows_so_far(tmp_path) == 5 and not journal_path(path).exists()

@@ -261,6 +261,7 @@ def close_sweep(space: SearchSpace, state: SweepState, out: Path) -> list[dict]:
     """Close the books of a sweep that settled its budget; one that ended short keeps them open for --resume."""
     table = ResultsTable(out / "trials.parquet")
     _say(reconcile(space, state, out, table).message())
+    table.flush()   # rows a killed driver left in the journal only
     rows = table.rows()
     settled = len(rows) >= state.trials
     if settled:

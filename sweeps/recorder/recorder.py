@@ -64,6 +64,7 @@ class SweepRecorder(Callback):
         # The trials are done, so waiting costs no GPU time: give a tracking server that is down
         # FINAL_WAIT_S to come back before settling for the pending file.
         self.runs.settle(self.results.set_run_id)
+        self.results.flush()
         self.front.refresh(self.results.rows(), self.runs.mlflow, final=True)
         self.runs.report_unsent()
 

@@ -18,7 +18,7 @@ from sweeps.records.state import SWEEP_STATE_FILE
 # Everything a driver writes in its folder before and after sweep.json (a kill can come at any point).
 DRIVER_FILES = ("mlflow.db", "mlflow.db-journal", "mlflow.db-wal", "mlflow.db-shm", "optuna.db", "optuna.db-journal",
                 "mlartifacts", "mlflow_pending.jsonl", "ray_session.json", "space.yaml", "trials.parquet",
-                "pareto.parquet", "plots", "ray")
+                "trials.journal.jsonl", "pareto.parquet", "plots", "ray")
 SET_ASIDE_PREFIX = "partial-start-"
 
 
