@@ -8,6 +8,12 @@ its callbacks run): the functions with the most cumulative time. Target: the las
 gap at most 1.5x the first's; driver CPU per trial under 0.3 s.
 
     python benchmarks/driver_scale.py [--trials 1000] [--top 25] [--no-profile]
+    python benchmarks/driver_scale.py --books-only [--trials 1000]
+
+--books-only leaves Ray and the training out: it feeds N made-up two-epoch trials to the sweep's own
+recorder (MLflow in sqlite, trials.parquet, the front) and asks and tells the sweep's own sampler and
+Optuna study, timing each in CPU seconds per trial. On a shared machine the CPU time is the figure
+to trust (wall gaps there measure the neighbours too).
 """
 
 from __future__ import annotations
@@ -74,13 +80,68 @@ def windows(finishes: Finishes, start_wall: float, start_cpu: float) -> list[tup
     return rows
 
 
+def books_only(trials: int) -> None:
+    """The driver's per-trial work without Ray: sampler ask/tell, then the recorder's events for one trial."""
+    import types
+
+    import mlflow
+    import optuna
+
+    from sweeps.search.samplers import make_sampler
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        space = load_space(write_space(out, trials, 2))
+        uri = f"sqlite:///{out / 'mlflow.db'}"
+        client = mlflow.MlflowClient(uri)
+        experiment = client.create_experiment("scale")
+        parent = client.create_run(experiment).info.run_id
+        storage = f"sqlite:///{out / 'optuna.db'}"
+        study = optuna.create_study(study_name="scale", storage=storage, directions=["maximize", "minimize"],
+                                    sampler=make_sampler(space.sampler, trials, 0))
+        recorder = SweepRecorder(space, out, uri, experiment, parent, storage)
+        sampler_s, books_s = [], []
+        for index in range(trials):
+            start = time.process_time()
+            trial = study.ask()
+            config = space.define_by_run(trial)
+            config = {**(config or {}), **trial.params}
+            accuracy, density = 0.5 + 0.4 * ((index * 7919) % 1000) / 1000, float(trial.params["density"])
+            study.tell(trial, [accuracy, density])
+            middle = time.process_time()
+            ray_trial = types.SimpleNamespace(trial_id=f"t{index:05d}", config=config, checkpoint=None,
+                                              error_file=None, last_result=None)
+            recorder.on_trial_start(0, [], ray_trial)
+            for epoch in (1, 2):
+                ray_trial.last_result = {"epoch": epoch, "val_accuracy": accuracy, "test_accuracy": accuracy,
+                                         "density": density, "train_loss": 0.1, "num_classes": 10}
+                recorder.on_trial_result(0, [], ray_trial, ray_trial.last_result)
+            recorder.on_trial_complete(0, [], ray_trial)
+            end = time.process_time()
+            sampler_s.append(middle - start)
+            books_s.append(end - middle)
+        recorder.on_experiment_end([])
+    size = max(1, trials // 10)
+    print(f"{trials} made-up trials; CPU seconds per trial, in windows of {size}")
+    print(f"{'trials':>11} | {'sampler ask+tell':>16} | {'recorder books':>14}")
+    for first in range(0, trials - size + 1, size):
+        window = slice(first, first + size)
+        print(f"{first + 1:>5}-{first + size:<5} | {sum(sampler_s[window]) / size:16.4f} | "
+              f"{sum(books_s[window]) / size:14.4f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=1000, help="N (5000 for the long check)")
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--top", type=int, default=25, help="profile rows to print")
     parser.add_argument("--no-profile", dest="profile", action="store_false")
+    parser.add_argument("--books-only", dest="books_only", action="store_true",
+                        help="no Ray, no training: the sampler's and the recorder's CPU per trial")
     args = parser.parse_args()
+    if args.books_only:
+        books_only(args.trials)
+        return
     logging.getLogger("ray").setLevel(logging.ERROR)
     ray.init(num_cpus=args.concurrency, include_dashboard=False, log_to_driver=False, configure_logging=False)
     finishes, profile = Finishes(), cProfile.Profile()
