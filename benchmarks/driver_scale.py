@@ -100,7 +100,17 @@ def books_only(trials: int) -> None:
         study = optuna.create_study(study_name="scale", storage=storage, directions=["maximize", "minimize"],
                                     sampler=make_sampler(space.sampler, trials, 0))
         recorder = SweepRecorder(space, out, uri, experiment, parent, storage)
-        sampler_s, books_s = [], []
+        sampler_s, books_s, plots_s = [], [], []
+        plotting = type(recorder.front)._plots
+
+        def timed_plots(front, *args):
+            start = time.process_time()
+            try:
+                return plotting(front, *args)
+            finally:
+                plots_s[-1] += time.process_time() - start
+
+        type(recorder.front)._plots = timed_plots
         for index in range(trials):
             start = time.process_time()
             trial = study.ask()
@@ -109,6 +119,7 @@ def books_only(trials: int) -> None:
             accuracy, density = 0.5 + 0.4 * ((index * 7919) % 1000) / 1000, float(trial.params["density"])
             study.tell(trial, [accuracy, density])
             middle = time.process_time()
+            plots_s.append(0.0)
             ray_trial = types.SimpleNamespace(trial_id=f"t{index:05d}", config=config, checkpoint=None,
                                               error_file=None, last_result=None)
             recorder.on_trial_start(0, [], ray_trial)
@@ -119,15 +130,16 @@ def books_only(trials: int) -> None:
             recorder.on_trial_complete(0, [], ray_trial)
             end = time.process_time()
             sampler_s.append(middle - start)
-            books_s.append(end - middle)
+            books_s.append(end - middle - plots_s[-1])
         recorder.on_experiment_end([])
     size = max(1, trials // 10)
-    print(f"{trials} made-up trials; CPU seconds per trial, in windows of {size}")
-    print(f"{'trials':>11} | {'sampler ask+tell':>16} | {'recorder books':>14}")
+    print(f"{trials} made-up trials; CPU seconds per trial, in windows of {size}; "
+          f"plots {sum(plots_s):.1f} s in all, the rest of the books {sum(books_s):.1f} s")
+    print(f"{'trials':>11} | {'sampler ask+tell':>16} | {'books, no plots':>15} | {'plots':>6}")
     for first in range(0, trials - size + 1, size):
         window = slice(first, first + size)
         print(f"{first + 1:>5}-{first + size:<5} | {sum(sampler_s[window]) / size:16.4f} | "
-              f"{sum(books_s[window]) / size:14.4f}")
+              f"{sum(books_s[window]) / size:15.4f} | {sum(plots_s[window]) / size:6.3f}")
 
 
 def main() -> None:
