@@ -56,13 +56,16 @@ def add_parsers(commands) -> None:
 
 def run_sweep_command(args: argparse.Namespace) -> int:
     from sweeps.execution.code_dir import use_code_dir
-    from sweeps.execution.runner import SweepOptions, run_sweep
+    from sweeps.records.lock import SweepLock
     from sweeps.records.state import load_state
     from sweeps.space.search_space import load_space
 
     code_dir = use_code_dir(args.code_dir) if args.code_dir else None  # first: the space may import from it
     space = load_space(args.space)
     out = Path(args.out or f"runs/{space.name}")
+    SweepLock(out).probe()   # a held folder is refused before Ray, Optuna and MLflow are even imported
+    from sweeps.execution.runner import SweepOptions, run_sweep
+
     options = SweepOptions(out=out, trials=args.trials, concurrency=args.concurrency,
                            tracking_uri=args.tracking_uri, address=args.address, storage_path=args.storage_path,
                            resume=args.resume,

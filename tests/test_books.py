@@ -86,7 +86,7 @@ def test_a_second_driver_gets_one_line_and_the_first_loses_nothing(tmp_path: Pat
         seconds = [subprocess.Popen([*command, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                     env=ENV) for extra in (["--resume"], [])]
         for second in seconds:
-            _, err = second.communicate(timeout=120)
+            _, err = second.communicate(timeout=600)
             assert second.returncode == 2, err
             lines = err.strip().splitlines()
             assert len(lines) == 1 and f"(pid {first.pid} on " in lines[0] and "Traceback" not in err
