@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+ORPHANED = "orphaned"   # Optuna user attr: a RUNNING trial failed by a settled sweep's close, never a row
 SETTLED = {"COMPLETE": ("COMPLETE", "FINISHED"), "PRUNED": ("PRUNED", "KILLED"), "FAILED": ("FAIL", "FAILED")}
 
 
@@ -71,7 +72,7 @@ def reconcile(space: SearchSpace, state: SweepState, out: Path, table: ResultsTa
             values = [row[m] for m in space.metrics] if row["state"] == "COMPLETE" else None
             study.tell(trial.number, values, state=optuna.trial.TrialState[SETTLED[row["state"]][0]])
             told.append(trial_id)
-        elif trial.state.is_finished() and trial_id is not None and row is None:
+        elif trial.state.is_finished() and trial_id is not None and row is None and not trial.user_attrs.get(ORPHANED):
             runs = child_runs(state, out) if runs is None else runs
             new = {**row_from_study(space, trial), **from_run(runs.get(trial_id))}
             rows[trial_id] = new

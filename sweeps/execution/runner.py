@@ -25,7 +25,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from sweeps.execution import ray_session, recovery
 from sweeps.execution.code_dir import runtime_env
-from sweeps.execution.reconcile import reconcile
+from sweeps.execution.reconcile import ORPHANED, reconcile
 from sweeps.execution.storage import check_shared, default_storage, ensure_local
 from sweeps.execution.trial import run_trial
 from sweeps.recorder.recorder import SweepRecorder
@@ -296,4 +296,5 @@ def close_orphans(space: SearchSpace, state: SweepState) -> None:
     """Optuna trials left RUNNING by a killed driver will never report: mark them FAIL."""
     study = optuna.load_study(study_name=space.name, storage=state.optuna_storage)
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        optuna.Trial(study, trial._trial_id).set_user_attr(ORPHANED, True)   # not a trial of the budget: no row
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
