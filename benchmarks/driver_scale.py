@@ -94,7 +94,7 @@ def books_only(trials: int) -> None:
         space = load_space(write_space(out, trials, 2))
         uri = f"sqlite:///{out / 'mlflow.db'}"
         client = mlflow.MlflowClient(uri)
-        experiment = client.create_experiment("scale")
+        experiment = client.create_experiment("scale", artifact_location=(out / "mlartifacts").as_uri())
         parent = client.create_run(experiment).info.run_id
         storage = f"sqlite:///{out / 'optuna.db'}"
         study = optuna.create_study(study_name="scale", storage=storage, directions=["maximize", "minimize"],
