@@ -97,18 +97,22 @@ def run_export_command(args: argparse.Namespace) -> int:
 
 def run_sweep_command(args: argparse.Namespace) -> int:
     from sweeps.execution.code_dir import use_code_dir
-    from sweeps.execution.runner import SweepOptions, run_sweep
+    from sweeps.records.lock import SweepLock
     from sweeps.records.state import load_state
     from sweeps.space.search_space import load_space
 
     code_dir = use_code_dir(args.code_dir) if args.code_dir else None  # first: the space may import from it
     space = load_space(args.space)
     out = Path(args.out or f"runs/{space.name}")
+    SweepLock(out).probe()   # a held folder is refused before Ray, Optuna and MLflow are even imported
+    from sweeps.execution.runner import SweepOptions, run_sweep
+
     options = SweepOptions(out=out, trials=args.trials, concurrency=args.concurrency,
                            tracking_uri=args.tracking_uri, address=args.address, storage_path=args.storage_path,
                            resume=args.resume,
                            smoke_test=args.smoke_test, reuse_actors=args.reuse_actors, seed=args.seed,
                            verbose=args.verbose, code_dir=code_dir)
+    before = _settled_rows(out) if args.resume else None
     rows = run_sweep(space, options)
     budget = load_state(out).trials
     counts = {s: sum(r["state"] == s for r in rows) for s in ("COMPLETE", "PRUNED", "FAILED")}
@@ -116,11 +120,26 @@ def run_sweep_command(args: argparse.Namespace) -> int:
     print(f"\n{settled} of {budget} trials settled: " + ", ".join(f"{n} {s.lower()}" for s, n in counts.items()))
     print_front(out)
     print("\n" + "\n".join(next_steps(out, args.tracking_uri)))
+    if settled < budget and before is not None and settled <= before:   # never the same advice twice
+        print(f"weightmom: --resume made no progress ({settled} of {budget} trials settled): no record of this "
+              "sweep holds the missing trials and its Optuna study has no budget left to sample them; the rows "
+              f"in {out}/trials.parquet stay valid; start a new sweep with another --out for more trials",
+              file=sys.stderr)
+        return 1
     if settled < budget:   # the count is the contract: a short sweep is not a success
         print(f"weightmom: only {settled} of {budget} trials settled, {budget - settled} missing; "
               f"`weightmom sweep {args.space} --out {out} --resume` continues the sweep", file=sys.stderr)
         return 1
     return 0
+
+
+def _settled_rows(out: Path) -> int:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_metadata(out / "trials.parquet").num_rows
+    except (OSError, ValueError):   # none yet, or unreadable (recovery deals with it)
+        return 0
 
 
 def next_steps(out: Path, tracking_uri: str | None, port: int = 5000) -> list[str]:

@@ -14,7 +14,14 @@ import optuna
 import pyarrow.parquet as pq
 import pytest
 
-from sweeps.analysis.pareto import default_reference, format_table, front_rows, hypervolume, pareto_mask
+from sweeps.analysis.pareto import (
+    default_reference,
+    format_table,
+    front_rows,
+    hypervolume,
+    pareto_mask,
+    sweep_hypervolume,
+)
 from sweeps.analysis.plots import front_html, front_png, log_ticks
 from sweeps.analysis.study_plots import study_plots
 from sweeps.records.results import ResultsTable, read_table, write_rows
@@ -404,7 +411,7 @@ def test_front_refresh_computes_the_hypervolume_once_and_plots_at_most_every_int
     space = SimpleNamespace(name="s", metrics=METRICS, modes=MODES, params={"lr": None})
     refresh = front.FrontRefresh(space, tmp_path, "parent", "sqlite:///:memory:")
     mlflow, rows = _Recorded(), _sweep_rows()
-    refresh.refresh(rows, mlflow)
+    refresh.refresh(lambda: rows, mlflow)
     assert len(calls) == 1   # the parent-run metric and both plot titles share one computation
     assert {name for _, name, *_ in mlflow.metrics} == {"hypervolume", "front_size", "trials_finished"}
     assert [v for _, name, v, *_ in mlflow.metrics if name == "hypervolume"] == [real(rows, METRICS, MODES)[0]]
@@ -412,11 +419,25 @@ def test_front_refresh_computes_the_hypervolume_once_and_plots_at_most_every_int
     assert [r["trial_id"] for r in read_table(tmp_path / "pareto.parquet")] == [
         r["trial_id"] for r in front_rows(rows, METRICS, MODES)]
     assert (tmp_path / "plots" / "front.txt").read_text().startswith("trial_id")
-    refresh.refresh(rows, mlflow)   # within PLOTS_EVERY_S: the numbers, not the plots
+    refresh.refresh(lambda: rows, mlflow)   # within PLOTS_EVERY_S: the numbers, not the plots
     assert len(mlflow.artifacts) == 3 and len(mlflow.metrics) == 6
-    refresh.refresh(rows, mlflow, final=True)
+    refresh.refresh(lambda: rows, mlflow, final=True)
     assert mlflow.artifacts[3:] == ["pareto_front.png", "pareto_front.html", "front.txt", "pareto.parquet"]
     assert len(calls) == 3
+
+
+def test_front_refresh_row_by_row_gives_the_front_and_volume_of_all_rows(tmp_path):
+    from sweeps.recorder import front
+
+    space = SimpleNamespace(name="s", metrics=METRICS, modes=MODES, params={"lr": None})
+    refresh, mlflow, rows = front.FrontRefresh(space, tmp_path, "parent", "sqlite:///:memory:"), _Recorded(), []
+    for row in _sweep_rows():
+        rows.append(row)
+        refresh.refresh(lambda: rows, mlflow, new=row)
+    assert [r["trial_id"] for r in read_table(tmp_path / "pareto.parquet")] == [
+        r["trial_id"] for r in front_rows(rows, METRICS, MODES)]
+    volumes = [v for _, name, v, *_ in mlflow.metrics if name == "hypervolume"]
+    assert volumes[-1] == sweep_hypervolume(rows, METRICS, MODES)[0]
 
 
 def test_recorder_pickles_without_its_clients_caches_or_rows(tmp_path):

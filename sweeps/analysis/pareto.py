@@ -146,6 +146,13 @@ def sweep_hypervolume(rows: Sequence[dict], metrics: Sequence[str], modes: Seque
     return volume, f"hypervolume {volume:.4g} (reference {', '.join(f'{r:.4g}' for r in reference)})"
 
 
+def front_determines_hypervolume(metrics: Sequence[str], modes: Sequence[str]) -> bool:
+    """Whether sweep_hypervolume of the front alone equals that of all rows: yes unless a reference point
+    comes from the worst observed value (an unbounded metric), which dominated rows can move."""
+    worst = [_bounds(m)[0] if mode == "max" else _bounds(m)[1] for m, mode in zip(metrics, modes)]
+    return not any(math.isinf(w) for w in worst)
+
+
 def default_reference(metrics: Sequence[str], modes: Sequence[str], values: np.ndarray | None = None) -> list[float]:
     """The worst point: the worst bound of a bounded metric, else the worst observed value.
 

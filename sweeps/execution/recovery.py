@@ -33,8 +33,8 @@ import ray.cloudpickle
 import torch
 from ray.train._internal.storage import get_fs_and_path
 
+from sweeps.execution.reconcile import SETTLED, load_study, reconcile, row_from_study  # noqa: F401
 from sweeps.execution.trial import TRAINING_STATE_FILE
-from sweeps.recorder.trial_rows import config_columns
 from sweeps.records.mlflow_client import ResilientClient
 from sweeps.records.results import ResultsTable
 from sweeps.search.searcher import RAY_TRIAL_ID, RAY_TRIAL_LATEST, RESUME_CHECKPOINT
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 # Ray's snapshot: the controller state (JSON) and the pickles written beside it at each step.
 SNAPSHOT_JSON = "experiment_state-*.json"
 SNAPSHOT_PICKLES = ("tuner.pkl", "searcher-state-*.pkl", "search_gen_state-*.json", "callback-states-*.pkl")
-SETTLED = {"COMPLETE": ("COMPLETE", "FINISHED"), "PRUNED": ("PRUNED", "KILLED"), "FAILED": ("FAIL", "FAILED")}
 
 
 @dataclass(frozen=True)
@@ -60,6 +59,7 @@ class Recovered:
     to_sample: int
     experiment: str      # the new Ray experiment folder's name
     reason: str
+    why: str = "snapshot unreadable"
 
     @property
     def count(self) -> int:
@@ -71,7 +71,7 @@ class Recovered:
         return len(self.requeued) + self.to_sample
 
     def message(self) -> str:
-        return (f"snapshot unreadable; recovered {self.finished} finished, {len(self.requeued)} re-queued, "
+        return (f"{self.why}; recovered {self.finished} finished, {len(self.requeued)} re-queued, "
                 f"{self.to_sample} to sample ({self.reason}; Ray's files are kept as they are)")
 
 
@@ -117,17 +117,15 @@ def _matching(names: list[str], pattern: str) -> list[str]:
 
 # -- rebuilding the sweep from its records -----------------------------------------------------
 
-def recover(space: SearchSpace, state: SweepState, out: Path, reason: str) -> Recovered:
+def recover(space: SearchSpace, state: SweepState, out: Path, reason: str,
+            why: str = "snapshot unreadable") -> Recovered:
     """Settle what the records already settle and decide what runs again; writes no Ray state.
 
     Re-running this after another crash is safe: it reads the same records and decides the same.
     """
     table = ResultsTable(out / "trials.parquet")
-    try:
-        study = optuna.load_study(study_name=space.name, storage=state.optuna_storage)
-    except KeyError:   # stopped before the searcher created the study: nothing ran
-        study = None
-    running = reconcile(space, study, table) if study is not None else []
+    study = load_study(space, state)
+    running = reconcile(space, state, out, table).running
     rows = {r["trial_id"]: r for r in table.rows()}
     remaining = max(0, state.trials - len(rows))
     requeued, dropped = running[:remaining], running[remaining:]
@@ -140,39 +138,7 @@ def recover(space: SearchSpace, state: SweepState, out: Path, reason: str) -> Re
             optuna.Trial(study, trial._trial_id).set_user_attr(RESUME_CHECKPOINT, checkpoint)
     keep = {t.user_attrs[RAY_TRIAL_ID] for t in requeued if RAY_TRIAL_ID in t.user_attrs}
     end_stray_runs(state, out, rows, keep, "the driver stopped and this trial was not resumed")
-    return Recovered(len(rows), requeued, remaining - len(requeued), next_experiment(state.ray_experiment), reason)
-
-
-def reconcile(space: SearchSpace, study: optuna.Study, table: ResultsTable) -> list[optuna.trial.FrozenTrial]:
-    """Make the study and the table agree; returns the RUNNING Optuna trials that have no result.
-
-    Ray tells the searcher before the recorder writes the row, so a driver killed in between
-    leaves a finished Optuna trial without a row: the row is rebuilt from the study. A RUNNING
-    trial that has a row (the tell was lost) is told what the row says.
-    """
-    rows = {r["trial_id"]: r for r in table.rows()}
-    running = []
-    for trial in study.get_trials(deepcopy=False):
-        trial_id, row = trial.user_attrs.get(RAY_TRIAL_ID), rows.get(trial.user_attrs.get(RAY_TRIAL_ID))
-        if trial.state == optuna.trial.TrialState.RUNNING and row is None:
-            running.append(trial)
-        elif trial.state == optuna.trial.TrialState.RUNNING:
-            values = [row[m] for m in space.metrics] if row["state"] == "COMPLETE" else None
-            study.tell(trial.number, values, state=optuna.trial.TrialState[SETTLED[row["state"]][0]])
-        elif trial.state.is_finished() and trial_id is not None and row is None:
-            table.upsert(row_from_study(space, trial))
-    return running
-
-
-def row_from_study(space: SearchSpace, trial: optuna.trial.FrozenTrial) -> dict:
-    """A finished trial's table row as the study knows it: its config, state and objective values."""
-    state = {"COMPLETE": "COMPLETE", "PRUNED": "PRUNED"}.get(trial.state.name, "FAILED")
-    constants = space.define_by_run(optuna.trial.FixedTrial(trial.params))
-    values = dict(zip(space.metrics, trial.values)) if state == "COMPLETE" else {}
-    return {"trial_id": trial.user_attrs[RAY_TRIAL_ID], "state": state,
-            **config_columns({**constants, **trial.params}), **values,
-            "error": "the driver stopped before this trial's result was recorded; the row is rebuilt from the study"
-            if state == "FAILED" else None}
+    return Recovered(len(rows), requeued, remaining - len(requeued), next_experiment(state.ray_experiment), reason, why)
 
 
 def next_experiment(name: str) -> str:

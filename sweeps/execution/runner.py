@@ -25,11 +25,14 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from sweeps.execution import ray_session, recovery
 from sweeps.execution.code_dir import runtime_env
+from sweeps.execution.reconcile import ORPHANED, reconcile
 from sweeps.execution.storage import check_shared, default_storage, ensure_local
 from sweeps.execution.trial import run_trial
 from sweeps.recorder.recorder import SweepRecorder
+from sweeps.records.lock import SweepLock
 from sweeps.records.mlflow_client import ResilientClient, check_reachable, default_tracking_uri
 from sweeps.records.mlflow_ui import ensure_experiment
+from sweeps.records.partial import set_aside_partial
 from sweeps.records.results import ResultsTable, recorded_name
 from sweeps.records.state import SPACE_COPY, SWEEP_STATE_FILE, SweepState, write_state
 from sweeps.search.moasha import MOASHAScheduler
@@ -153,8 +156,18 @@ def make_reporter(space: SearchSpace) -> tune.CLIReporter:
 
 
 def run_sweep(space: SearchSpace, options: SweepOptions) -> list[dict]:
-    """Run (or resume) the sweep; returns the rows of trials.parquet."""
-    checked = plan(space, options)
+    """Run (or resume) the sweep; returns the rows of trials.parquet. One driver per folder: see records/lock.py."""
+    SweepLock(options.out).probe()   # a held folder: the holder's line first, whatever else is wrong
+    plan(space, options)   # a bad request fails here, before even the folder's lock file is written
+    with SweepLock(options.out):
+        moved = None if options.resume else set_aside_partial(options.out)
+        if moved:
+            print(f"weightmom: {moved}", file=sys.stderr, flush=True)
+        return _run_held(space, options)
+
+
+def _run_held(space: SearchSpace, options: SweepOptions) -> list[dict]:
+    checked = plan(space, options)   # again, under the lock: the folder cannot change from here on
     space = checked.space
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the trimmed CLIReporter below, not the verbose default
     # Snapshot the experiment at most every 2 s, not at every step (measured: 7% of a digits sweep's wall
@@ -178,6 +191,8 @@ def run_sweep(space: SearchSpace, options: SweepOptions) -> list[dict]:
     problem = recovery.snapshot_problem(experiment) if options.resume else None
     recorder = SweepRecorder(space, options.out.resolve(), state.tracking_uri, state.experiment_id,
                              state.parent_run_id, state.optuna_storage)
+    if options.resume:
+        _say(reconcile(space, state, options.out).message())
     if options.resume and problem is None:
         tuner = tune.Tuner.restore(experiment, trainable, resume_unfinished=True, resume_errored=False)
     elif options.resume:
@@ -185,11 +200,35 @@ def run_sweep(space: SearchSpace, options: SweepOptions) -> list[dict]:
     else:
         tuner = make_tuner(space, state, options, trainable, make_searcher(space, state, options.seed), recorder,
                            space.trials)
+    fit(tuner, recorder)
+    if options.resume and problem is None:
+        state = run_the_rest(space, state, options, trainable, recorder)
+    return close_sweep(space, state, options.out)
+
+
+def fit(tuner: tune.Tuner | None, recorder: SweepRecorder) -> None:
     if tuner is not None:
         tuner.fit()
     else:   # nothing left to run: only the closing books
         recorder.on_experiment_end(trials=[])
-    return close_sweep(space, state, options.out)
+
+
+def run_the_rest(space: SearchSpace, state: SweepState, options: SweepOptions, trainable,
+                 recorder: SweepRecorder) -> SweepState:
+    """Ray's restored experiment ran what it knew; trials that no record holds run in a new one."""
+    reconcile(space, state, options.out)
+    settled = len(ResultsTable(options.out / "trials.parquet"))
+    if settled >= state.trials:
+        return state
+    why = f"Ray's experiment ended with {settled} of {state.trials} trials settled"
+    state, tuner = recovered_tuner(space, state, options, trainable, recorder, why, why="the rest re-queued")
+    fit(tuner, recorder)
+    return state
+
+
+def _say(message: str | None) -> None:
+    if message:
+        print(f"weightmom: {message}", file=sys.stderr, flush=True)
 
 
 def start_ray(checked: Plan, options: SweepOptions) -> str | None:
@@ -210,9 +249,10 @@ def start_ray(checked: Plan, options: SweepOptions) -> str | None:
 
 
 def recovered_tuner(space: SearchSpace, state: SweepState, options: SweepOptions, trainable,
-                    recorder: SweepRecorder, problem: str) -> tuple[SweepState, tune.Tuner | None]:
+                    recorder: SweepRecorder, problem: str,
+                    why: str = "snapshot unreadable") -> tuple[SweepState, tune.Tuner | None]:
     """A new Ray experiment for what the sweep's own records say is left (Ray's snapshot is unreadable)."""
-    recovered = recovery.recover(space, state, options.out, problem)
+    recovered = recovery.recover(space, state, options.out, problem, why)
     print(f"weightmom: {recovered.message()}", file=sys.stderr, flush=True)
     # The start points were enqueued in the study at the start; those not run yet still wait there. The seed
     # moves on: a sampler seeded as before would draw the configs the sweep's first trials drew, again.
@@ -225,7 +265,10 @@ def recovered_tuner(space: SearchSpace, state: SweepState, options: SweepOptions
 
 def close_sweep(space: SearchSpace, state: SweepState, out: Path) -> list[dict]:
     """Close the books of a sweep that settled its budget; one that ended short keeps them open for --resume."""
-    rows = ResultsTable(out / "trials.parquet").rows()
+    table = ResultsTable(out / "trials.parquet")
+    _say(reconcile(space, state, out, table).message())
+    table.flush()   # rows a killed driver left in the journal only
+    rows = table.rows()
     settled = len(rows) >= state.trials
     if settled:
         close_orphans(space, state)
@@ -259,4 +302,5 @@ def close_orphans(space: SearchSpace, state: SweepState) -> None:
     """Optuna trials left RUNNING by a killed driver will never report: mark them FAIL."""
     study = optuna.load_study(study_name=space.name, storage=state.optuna_storage)
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        optuna.Trial(study, trial._trial_id).set_user_attr(ORPHANED, True)   # not a trial of the budget: no row
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)

@@ -64,7 +64,8 @@ class SweepRecorder(Callback):
         # The trials are done, so waiting costs no GPU time: give a tracking server that is down
         # FINAL_WAIT_S to come back before settling for the pending file.
         self.runs.settle(self.results.set_run_id)
-        self.front.refresh(self.results.rows(), self.runs.mlflow, final=True)
+        self.results.flush()
+        self.front.refresh(self.results.rows, self.runs.mlflow, final=True)
         self.runs.report_unsent()
 
     def _finish(self, trial, state: str, error: str | None = None) -> None:
@@ -74,7 +75,7 @@ class SweepRecorder(Callback):
         # written leaves a finished Optuna trial that recovery has to rebuild the row of.
         self.results.record(trial_id, trial, state, run_id, error)
         self.runs.finish(trial_id, config, state, error)
-        self.front.refresh(self.results.rows(), self.runs.mlflow)
+        self.front.refresh(self.results.rows, self.runs.mlflow, new=self.results.table.row(trial_id))
 
 
 def _id(trial) -> str:

@@ -25,7 +25,7 @@ class TrialRows:
     @property
     def table(self) -> ResultsTable:
         if self._table is None:
-            self._table = ResultsTable(self.path)
+            self._table = ResultsTable(self.path, batched=True)
         return self._table
 
     def __getstate__(self) -> dict:
@@ -36,11 +36,15 @@ class TrialRows:
 
     def set_run_id(self, trial_id: str, run_id: str) -> None:
         """The child run of a trial whose run was created late (the tracking server was down)."""
-        row = next(r for r in self.table.rows() if r["trial_id"] == trial_id)
+        row = self.table.row(trial_id)
         self.table.upsert({**row, "mlflow_run_id": run_id})
 
     def rows(self) -> list[dict]:
         return self.table.rows()
+
+    def flush(self) -> None:
+        """Bring trials.parquet up to date with the journal (the sweep's end)."""
+        self.table.flush()
 
 
 def config_columns(config: dict) -> dict:

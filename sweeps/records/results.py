@@ -1,5 +1,13 @@
 """The sweep's results table: one row per trial, in a Parquet file rewritten atomically.
 
+A Parquet file cannot be appended to, and rewriting it whole after every trial costs the driver
+time in proportion to the trials before (measured: benchmarks/driver_scale.py). The sweep's own
+table is therefore `batched`: each row goes first to a journal beside the file (one JSON line,
+appended: a kill loses nothing written), and the Parquet file is rewritten only when at least
+REWRITE_EVERY times the last rewrite's duration has passed, so rewriting costs at most about
+1/REWRITE_EVERY of the driver's time however long the sweep. Loading replays the journal over the
+file; a rewrite then clears the journal (a kill in between replays rows already written: same rows).
+
 Rows are heterogeneous (conditional config keys, metrics missing from failed trials),
 so the schema is rebuilt from the rows on every write instead of being declared.
 Columns whose values Parquet cannot hold as one plain type (mixed str/number,
@@ -10,6 +18,8 @@ lists, dicts) are stored as JSON text and marked in the field metadata, so that
 from __future__ import annotations
 
 import json
+import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -28,6 +38,7 @@ _RECORDED_NAMES = {"density": "target_density"}
 _ENCODING = b"weightmom.encoding"
 _JSON = b"json"
 _MAX_EXACT_INT = 2**53  # ints beyond this are not exact in float64
+REWRITE_EVERY = 20.0    # a batched table is rewritten after 20x its last rewrite's duration: under 5% of the time
 
 
 class ResultsTable:
@@ -37,17 +48,45 @@ class ResultsTable:
     resumed sweep reloads the rows and replaces (never duplicates) a re-reported trial.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, batched: bool = False):
         self.path = Path(path)
+        self.journal = journal_path(self.path)
+        self.batched = batched
         self._rows: dict[str, dict] = {}
+        self._written_at, self._write_s, self._dirty = 0.0, 0.0, False
         if self.path.exists():
             for row in read_table(self.path):
                 self._rows[_key(row)] = row
+        for row in read_journal(self.journal):
+            self._rows[_key(row)] = row
+            self._dirty = True
 
     def upsert(self, row: dict) -> None:
         """Insert the row, or replace the one with the same trial_id (keeping its position)."""
         self._rows[_key(row)] = dict(row)
+        self._dirty = True
+        if not self.batched:
+            self.flush()
+            return
+        with open(self.journal, "a") as journal:   # one write: a killed driver leaves whole lines, or a torn last
+            journal.write(_to_json(row) + "\n")
+        if time.monotonic() - self._written_at >= REWRITE_EVERY * self._write_s:
+            self.flush()
+
+    def flush(self) -> None:
+        """Rewrite the Parquet file if rows are only in the journal (or in memory), then clear the journal."""
+        if not self._dirty:
+            return
+        start = time.monotonic()
         write_rows(self.path, list(self._rows.values()))
+        if self.journal.exists():
+            os.unlink(self.journal)
+        self._written_at, self._dirty = time.monotonic(), False
+        self._write_s = self._written_at - start
+
+    def row(self, trial_id: str) -> dict:
+        """A copy of one trial's row."""
+        return dict(self._rows[str(trial_id)])
 
     def rows(self) -> list[dict]:
         """Copies of the rows in first-insertion order."""
@@ -55,6 +94,24 @@ class ResultsTable:
 
     def __len__(self) -> int:
         return len(self._rows)
+
+
+def journal_path(path: Path) -> Path:
+    """trials.parquet's journal: trials.journal.jsonl."""
+    return path.with_name(f"{path.stem}.journal.jsonl")
+
+
+def read_journal(path: Path) -> list[dict]:
+    """The journal's rows; a last line torn by a kill mid-write is skipped."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return rows
 
 
 def recorded_name(config_key: str) -> str:

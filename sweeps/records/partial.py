@@ -1,0 +1,38 @@
+"""A sweep folder left by a driver killed during start-up: its partial files, set aside.
+
+The driver writes sweep.json last in its start-up (after MLflow's sqlite, the parent run, the
+Optuna study's file), so a folder without sweep.json holds no sweep, only what a killed start-up
+made: a half-migrated mlflow.db makes the next start die in MLflow's own migration ("table
+trace_info already exists"). Under the sweep lock no other driver writes here, so these files are
+moved into a dated folder beside them (never deleted: they are the user's to look at) and the
+start goes on from scratch.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from sweeps.records.state import SWEEP_STATE_FILE
+
+# Everything a driver writes in its folder before and after sweep.json (a kill can come at any point).
+DRIVER_FILES = ("mlflow.db", "mlflow.db-journal", "mlflow.db-wal", "mlflow.db-shm", "optuna.db", "optuna.db-journal",
+                "mlartifacts", "mlflow_pending.jsonl", "ray_session.json", "space.yaml", "trials.parquet",
+                "trials.journal.jsonl", "pareto.parquet", "plots", "ray")
+SET_ASIDE_PREFIX = "partial-start-"
+
+
+def set_aside_partial(out: Path) -> str | None:
+    """Move a killed start-up's files out of the way; the one line saying so, or None when there were none."""
+    if (out / SWEEP_STATE_FILE).exists() or not out.is_dir():
+        return None
+    found = [out / name for name in DRIVER_FILES if (out / name).exists()]
+    if not found:
+        return None
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    aside = out / f"{SET_ASIDE_PREFIX}{stamp}"
+    aside.mkdir()
+    for path in found:
+        path.rename(aside / path.name)
+    return (f"{out} held the partial files of a sweep start that was interrupted before {SWEEP_STATE_FILE} "
+            f"({', '.join(p.name for p in found)}); moved to {aside.name}/, starting afresh")
