@@ -476,3 +476,14 @@ def test_a_recorder_pickled_before_the_split_unpickles_into_its_pieces(tmp_path)
     restored = pickle.loads(pickle.dumps(old))
     assert restored.runs.parent_run_id == "parent" and restored.runs.experiment_id == "1"
     assert restored.results.path == tmp_path / "trials.parquet" and restored.front.parent_run_id == "parent"
+
+
+def test_a_one_objective_sweep_ends_without_a_front_plot(tmp_path):
+    """A front plot needs two axes: with one objective the refresh writes the numbers and the table only."""
+    from sweeps.recorder import front
+
+    space = SimpleNamespace(name="s", metrics=METRICS[:1], modes=MODES[:1], params={"lr": None})
+    refresh, mlflow = front.FrontRefresh(space, tmp_path, "parent", "sqlite:///:memory:"), _Recorded()
+    refresh.refresh(lambda: _sweep_rows(), mlflow, final=True)
+    assert "pareto_front.png" not in mlflow.artifacts and "front.txt" in mlflow.artifacts
+    assert (tmp_path / "plots" / "front.txt").exists() and not (tmp_path / "plots" / "pareto_front.png").exists()

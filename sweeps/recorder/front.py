@@ -100,7 +100,7 @@ class FrontRefresh:
         """The front's PNG and page (when it has a point) and the study's pages: the files written."""
         metrics, modes = self.space.metrics, self.space.modes
         paths = []
-        if front:
+        if front and len(metrics) >= 2:   # one objective: a best trial, not a front to draw
             paths = [self.folder / "pareto_front.png", self.folder / "pareto_front.html"]
             plots.front_png(rows, front, metrics, modes, paths[0], quality=quality)
             plots.front_html(rows, front, metrics, modes, paths[1], quality=quality)
