@@ -210,8 +210,10 @@ def test_preempted_worker_is_replaced_and_its_trial_continues_from_its_checkpoin
                                                                                   mlflow_server) -> None:
     wait_for(lambda: fake_cluster.workers() == {}, 180, "zero workers to start from")
     out = tmp_path / "sweep"
-    epochs = 30
-    space = write_space(tmp_path, "preempted", trials=2, concurrency=2, epochs=epochs,
+    # One trial at a time, so one worker: its retry has to wait for the node the autoscaler launches in
+    # place of the lost one (with a second worker up, it could take that one instead).
+    epochs = 20
+    space = write_space(tmp_path, "preempted", trials=2, concurrency=1, epochs=epochs,
                         resources={"cpu": 1, "gpu": 1})
     driver = Background(space, out, mlflow_server.uri, fake_cluster)
     where: dict[str, str] = {}
