@@ -54,3 +54,17 @@ def wait_gone(folder: str, timeout: float) -> list[psutil.Process]:
     while (left := processes_in(folder)) and time.monotonic() < deadline:
         time.sleep(0.5)
     return left
+
+
+def main(folders: list[str]) -> int:
+    """`python -m tests.ray_processes FOLDER...`: end what `ray down` left of a cluster-local.yaml head."""
+    for folder in folders:
+        pids = end_processes(os.path.abspath(os.path.expanduser(folder)))
+        print(f"{folder}: ended {len(pids)} processes {pids}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

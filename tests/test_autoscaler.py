@@ -77,6 +77,7 @@ class FakeCluster:
         self.token.write_text(secrets.token_hex(32))
         self.env = {
             "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(self.token),   # as cluster.yaml's nodes
+            "RAY_USAGE_STATS_ENABLED": "0",   # nothing leaves 127.0.0.1
             "RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1",
             # A node whose raylet stopped reporting is terminated (and replaced) after 5 s, not 30.
             "AUTOSCALER_HEARTBEAT_TIMEOUT_S": "5",
@@ -89,7 +90,8 @@ class FakeCluster:
         config = Path(self.root) / "autoscaling.yaml"
         config.write_text(yaml.safe_dump(autoscaling_config(self.address)))
         done = subprocess.run(
-            [RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={self.address.split(':')[1]}",
+            [RAY, "start", "--head", "--disable-usage-stats", "--node-ip-address=127.0.0.1",
+             f"--port={self.address.split(':')[1]}",
              "--num-cpus=0", "--num-gpus=0", f"--temp-dir={self.root}", f"--autoscaling-config={config}",
              "--include-dashboard=false",
              f"--dashboard-agent-listen-port={free_port()}", f"--metrics-export-port={free_port()}",
