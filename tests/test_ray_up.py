@@ -152,9 +152,10 @@ def test_ray_up_job_submit_rsync_down_ray_down_on_loopback(loopback) -> None:
     status = run(["ray", "exec", cluster, f"{VENV_BIN}/ray status --address 127.0.0.1:{ports['gcs']}"], env)
     assert "local.cluster.node" in status and "/2.0 CPU" in status, status
     wait_http(dashboard, 120, sshd.home)   # `ray start` returns before the dashboard answers
+    # $HOME is expanded on the head (the docs' shell strips their quotes; no shell here).
     run(["ray", "job", "submit", "--address", dashboard, "--working-dir", ".", "--submission-id", "local", "--",
          f"{VENV_BIN}/weightmom", "sweep", "digits-quick", "--trials", "4", "--address", "auto",
-         "--tracking-uri", tracking, "--out", "$HOME/runs/local", "--verbose", "0"], env)   # the docs quote it: expanded on the head
+         "--tracking-uri", tracking, "--out", "$HOME/runs/local", "--verbose", "0"], env)
     fetched = root / "fetched"
     run(["ray", "rsync-down", cluster, "~/runs/local/", f"{fetched}/"], env)
 
