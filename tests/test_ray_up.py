@@ -117,9 +117,10 @@ class LoopbackSshd:
 def local_cluster_file(root: Path, sshd: LoopbackSshd, token: Path, ports: dict[str, int]) -> Path:
     """cluster-local.yaml as docs/cluster.md edits it (VENV_BIN), plus this test's sshd, token and ports."""
     text = (REPO / "cluster-local.yaml").read_text().replace("VENV_BIN", str(VENV_BIN))
-    for default, name in (("--port=6379", "gcs"), ("--dashboard-port=8265", "dashboard"), ("--port 5000", "mlflow")):
+    for default, name in (("--port=6379", "gcs"), ("--dashboard-port=8265", "dashboard"), ("--port 5000", "mlflow"),
+                          ("--dashboard-agent-listen-port=52365", "agent")):
         assert default in text, default
-        text = text.replace(default, default[:-4] + str(ports[name]))
+        text = text.replace(default, default[:-5 if name == "agent" else -4] + str(ports[name]))
     config = yaml.safe_load(text)
     config["cluster_name"] = f"weightmom-test-{root.name}"
     config["auth"] = {"ssh_user": "root", "ssh_private_key": str(sshd.key),
@@ -155,7 +156,7 @@ def loopback(tmp_path_factory):
 
 def test_ray_up_job_submit_rsync_down_ray_down_on_loopback(loopback) -> None:
     root, sshd, token, env = loopback
-    ports = {"gcs": free_port(), "dashboard": free_port(), "mlflow": free_port()}
+    ports = {"gcs": free_port(), "dashboard": free_port(), "mlflow": free_port(), "agent": free_port()}
     cluster = str(local_cluster_file(root, sshd, token, ports))
     dashboard, tracking = f"http://127.0.0.1:{ports['dashboard']}", f"http://127.0.0.1:{ports['mlflow']}"
 
