@@ -29,7 +29,7 @@ from sweeps.execution.reconcile import ORPHANED, reconcile
 from sweeps.execution.storage import check_shared, default_storage, ensure_local
 from sweeps.execution.trial import run_trial
 from sweeps.recorder.recorder import SweepRecorder
-from sweeps.records.lock import SweepLock
+from sweeps.records.lock import LOCK_FILE, SweepLock
 from sweeps.records.mlflow_client import ResilientClient, check_reachable, default_tracking_uri
 from sweeps.records.mlflow_ui import ensure_experiment
 from sweeps.records.partial import set_aside_partial
@@ -39,7 +39,7 @@ from sweeps.search.moasha import MOASHAScheduler
 from sweeps.search.samplers import make_sampler
 from sweeps.search.searcher import BudgetAwareOptunaSearch
 from sweeps.space.search_space import SearchSpace
-from weightmom.errors import require
+from weightmom.errors import UsageError, require
 from weightmom.files import atomic_write
 
 
@@ -159,11 +159,25 @@ def run_sweep(space: SearchSpace, options: SweepOptions) -> list[dict]:
     """Run (or resume) the sweep; returns the rows of trials.parquet. One driver per folder: see records/lock.py."""
     SweepLock(options.out).probe()   # a held folder: the holder's line first, whatever else is wrong
     plan(space, options)   # a bad request fails here, before even the folder's lock file is written
-    with SweepLock(options.out):
-        moved = None if options.resume else set_aside_partial(options.out)
-        if moved:
-            print(f"weightmom: {moved}", file=sys.stderr, flush=True)
-        return _run_held(space, options)
+    fresh = not options.out.exists()
+    try:
+        with SweepLock(options.out):
+            moved = None if options.resume else set_aside_partial(options.out)
+            if moved:
+                print(f"weightmom: {moved}", file=sys.stderr, flush=True)
+            return _run_held(space, options)
+    except UsageError:
+        if fresh:   # refused before anything but the lock was written (e.g. local storage on a cluster)
+            remove_if_only_lock(options.out)
+        raise
+
+
+def remove_if_only_lock(out: Path) -> None:
+    """A folder this driver made that holds nothing but its released lock file is removed: bad input writes nothing."""
+    lock = out / LOCK_FILE
+    if out.is_dir() and [p.name for p in out.iterdir()] == [LOCK_FILE]:
+        lock.unlink()
+        out.rmdir()
 
 
 def _run_held(space: SearchSpace, options: SweepOptions) -> list[dict]:

@@ -227,7 +227,10 @@ class StreamingDataset:
     def _get_loader(self) -> DataLoader:
         if self._loader is None:
             workers = default_workers() if self.workers is None else self.workers
-            extra = {"persistent_workers": True, "prefetch_factor": 4} if workers > 0 else {}
+            # forkserver: workers forked from a clean server, not from a training process whose threads
+            # (OpenMP, Ray, MLflow) a fork would copy mid-state (a worker died of a double free that way).
+            extra = ({"persistent_workers": True, "prefetch_factor": 4, "multiprocessing_context": "forkserver"}
+                     if workers > 0 else {})
             self._loader = DataLoader(_Decoder(self.samples, self.image_size), batch_sampler=_Plan(),
                                       num_workers=workers, collate_fn=_collate,
                                       pin_memory=self.device.type == "cuda", **extra)
