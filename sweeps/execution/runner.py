@@ -23,7 +23,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
-from sweeps.execution import ray_session, recovery
+from sweeps.execution import ray_patches, ray_session, recovery
 from sweeps.execution.code_dir import runtime_env
 from sweeps.execution.reconcile import ORPHANED, reconcile
 from sweeps.execution.storage import check_shared, default_storage, ensure_local
@@ -32,7 +32,7 @@ from sweeps.recorder.recorder import SweepRecorder
 from sweeps.records.lock import LOCK_FILE, SweepLock
 from sweeps.records.mlflow_client import ResilientClient, check_reachable, default_tracking_uri
 from sweeps.records.mlflow_ui import ensure_experiment
-from sweeps.records.partial import set_aside_partial
+from sweeps.records.partial import set_aside_partial, set_aside_unreadable_table
 from sweeps.records.results import ResultsTable, recorded_name
 from sweeps.records.state import SPACE_COPY, SWEEP_STATE_FILE, SweepState, write_state
 from sweeps.search.moasha import MOASHAScheduler
@@ -193,6 +193,8 @@ def _run_held(space: SearchSpace, options: SweepOptions) -> list[dict]:
             "--code-dir: Ray is already initialised in this process, so the sweep cannot ship the code")
     if options.resume:
         ray_session.end_leftovers(options.out)
+        ray_patches.tolerate_deleted_checkpoints()
+        _say(set_aside_unreadable_table(options.out))
     session_dir = start_ray(checked, options)
     resources = {"cpu": space.resources.cpu, "gpu": space.resources.gpu}
     check_shared(checked.storage, resources)

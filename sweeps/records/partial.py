@@ -13,7 +13,9 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+from sweeps.records.results import read_table
 from sweeps.records.state import SWEEP_STATE_FILE
+from weightmom.errors import UsageError
 
 # Everything a driver writes in its folder before and after sweep.json (a kill can come at any point).
 DRIVER_FILES = ("mlflow.db", "mlflow.db-journal", "mlflow.db-wal", "mlflow.db-shm", "optuna.db", "optuna.db-journal",
@@ -36,3 +38,23 @@ def set_aside_partial(out: Path) -> str | None:
         path.rename(aside / path.name)
     return (f"{out} held the partial files of a sweep start that was interrupted before {SWEEP_STATE_FILE} "
             f"({', '.join(p.name for p in found)}); moved to {aside.name}/, starting afresh")
+
+
+def set_aside_unreadable_table(out: Path) -> str | None:
+    """A trials.parquet that no longer reads (a disk fault, a hand edit) is moved aside on --resume.
+
+    Every row it held is still in the other records: the journal, the Optuna study and the MLflow runs,
+    from which reconciling rebuilds it. Returns the one line saying so, or None when the table reads.
+    """
+    table = out / "trials.parquet"
+    if not table.is_file():
+        return None
+    try:
+        read_table(table)
+        return None
+    except (UsageError, ValueError) as exc:   # read_table's one line, or a JSON column that no longer decodes
+        why = str(exc) if isinstance(exc, UsageError) else f"{table}: a column no longer decodes ({exc})"
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    aside = table.with_name(f"{table.name}.unreadable-{stamp}")
+    table.rename(aside)
+    return f"{why}; moved to {aside.name}, its rows are rebuilt from the journal, the Optuna study and MLflow"

@@ -18,6 +18,8 @@ sampled.
 
 from __future__ import annotations
 
+import pickle
+
 import optuna
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
@@ -27,6 +29,7 @@ from sweeps.records.requeue import REQUEUED
 RAY_TRIAL_ID = "ray_trial_id"        # Optuna user attr: the Ray trial that ran this Optuna trial
 RAY_TRIAL_LATEST = "ray_trial_latest"    # Optuna user attr: the Ray trial that runs it again after a recovery
 RESUME_CHECKPOINT = "resume_checkpoint"  # Optuna user attr, set by recovery: where a re-queued trial continues
+_LIVE_TRIALS = "_live_trial_ids"   # in a slim snapshot: Ray trial id -> Optuna storage id, for unfinished trials
 
 
 class BudgetAwareOptunaSearch(OptunaSearch):
@@ -68,15 +71,34 @@ class BudgetAwareOptunaSearch(OptunaSearch):
                    optuna.trial.TrialState.FAIL)
         return len(self._ot_study.get_trials(deepcopy=False, states=started)) >= self.trials
 
+    def save(self, checkpoint_path: str) -> None:
+        """Ray snapshots the searcher every few seconds. OptunaSearch pickles its whole study (the storage's cache
+        of every trial) and an Optuna Trial for every trial ever run: a snapshot that grew with the sweep, 40% of
+        the driver's time at 5,000 trials. The study lives in its own storage, so the snapshot keeps ids only."""
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_ot_study", "_ot_trials")}
+        state[_LIVE_TRIALS] = {ray_id: trial._trial_id for ray_id, trial in self._ot_trials.items()}
+        with open(checkpoint_path, "wb") as file:
+            pickle.dump(state, file)
+
     def restore(self, checkpoint_path: str) -> None:
         """Ray's snapshot can be older than the study: the Optuna trials started since are unknown to Ray,
         which would sample others in their place and leave them RUNNING. The restored searcher adopts them."""
-        super().restore(checkpoint_path)
+        super().restore(checkpoint_path)   # the study: the one this searcher was built with (tuner.pkl)
+        live = self.__dict__.pop(_LIVE_TRIALS, None)
+        if live is not None:   # a slim snapshot (an older one holds the Trial objects themselves)
+            self._ot_trials = {ray_id: optuna.Trial(self._ot_study, storage_id) for ray_id, storage_id in live.items()}
         known = {trial.number for trial in self._ot_trials.values()}
         self.adopt([t for t in self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
                     if t.number not in known])
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        told = self._ot_trials.get(trial_id)
+        if told is not None and self._ot_study._storage.get_trial(told._trial_id).state.is_finished():
+            # Settled already: by reconciling after a crash, from the row the killed driver had written.
+            self._completed_trials.add(trial_id)
+            self._ot_trials.pop(trial_id)
+            return
         finished = bool(result) and not error and result.get(self.budget_key, 0) >= self.budget
         # OptunaSearch turns "no values, no error" into PRUNED and "no values, error" into FAIL.
         super().on_trial_complete(trial_id, result if finished else None, error)
+        self._ot_trials.pop(trial_id, None)   # told: Ray never reports on it again, and snapshots stay small
