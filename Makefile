@@ -18,7 +18,7 @@ demo: $(BIN)/weightmom
 	$(BIN)/weightmom sweep digits-quick --trials 8 --out runs/demo
 
 test: $(BIN)/weightmom
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # The fast lane, while you work: everything that starts no Ray, MLflow server, browser or subprocess sweep.
 test-fast: $(BIN)/weightmom

@@ -77,28 +77,6 @@ def test_a_held_folder_is_left_as_it_is(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_second_driver_gets_one_line_and_the_first_loses_nothing(tmp_path: Path, mlflow_server) -> None:
-    out, trials = tmp_path / "sweep", 5   # enough for the first driver to outlive the second ones' start
-    command = sweep_command(tiny_space(tmp_path, "held", trials), out, mlflow_server.uri)
-    first = start(command, tmp_path / "first.log")
-    try:
-        wait_for(lambda: (out / SWEEP_STATE_FILE).exists(), first, "sweep.json")
-        seconds = [subprocess.Popen([*command, *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                    env=ENV) for extra in (["--resume"], [])]
-        for second in seconds:
-            _, err = second.communicate(timeout=600)
-            assert second.returncode == 2, err
-            lines = err.strip().splitlines()
-            assert len(lines) == 1 and f"(pid {first.pid} on " in lines[0] and "Traceback" not in err
-        assert not list(out.glob("partial-start-*"))
-        assert first.wait(timeout=600) == 0, (tmp_path / "first.log").read_text()[-3000:]
-    finally:
-        stop(first)
-    rows = read_table(out / "trials.parquet")
-    assert len({r["trial_id"] for r in rows}) == len(rows) == trials
-
-
-@pytest.mark.slow
 def test_a_start_up_killed_in_mlflow_s_migration_starts_again(tmp_path: Path) -> None:
     out = tmp_path / "sweep"
     space = tiny_space(tmp_path, "startup", trials=1)
@@ -153,3 +131,18 @@ def test_a_batched_table_loses_no_row_to_a_kill(tmp_path: Path) -> None:
     assert [r["trial_id"] for r in resumed.rows()] == [f"t{i}" for i in range(5)]
     resumed.flush()
     assert rows_so_far(tmp_path) == 5 and not journal_path(path).exists()
+
+
+def test_an_unreadable_table_is_set_aside_and_a_readable_one_left_alone(tmp_path: Path) -> None:
+    from sweeps.records.partial import set_aside_unreadable_table
+
+    assert set_aside_unreadable_table(tmp_path) is None   # no table yet: nothing to do
+    write_rows(tmp_path / "trials.parquet", [{"trial_id": "a", "state": "COMPLETE"}])
+    assert set_aside_unreadable_table(tmp_path) is None and rows_so_far(tmp_path) == 1
+    data = (tmp_path / "trials.parquet").read_bytes()
+    (tmp_path / "trials.parquet").write_bytes(data[: len(data) // 2])   # a torn or damaged file
+    line = set_aside_unreadable_table(tmp_path)
+    assert "not a readable Parquet file" in line and "rebuilt from the journal, the Optuna study and MLflow" in line
+    assert not (tmp_path / "trials.parquet").exists()
+    [aside] = tmp_path.glob("trials.parquet.unreadable-*")
+    assert aside.read_bytes() == data[: len(data) // 2]   # kept as it was, for whoever wants to look

@@ -5,16 +5,15 @@ a second driver on the same folder, a torn Ray snapshot, the MLflow server down 
 corrupted trials.parquet, or a kill during start-up (before sweep.json exists). Then at most two
 `--resume`s (a fresh start for a folder that holds no sweep yet) must settle the trial budget:
 every trial counted exactly once in trials.parquet, the Optuna study and the MLflow child runs, and
-no run left RUNNING. Real drivers in subprocesses, each with its own local Ray.
+no run left RUNNING. Real drivers, each in its own process and session with its own local Ray, forked
+from a warm interpreter (tests/warm_driver.py) so that 20 scenarios fit in the suite.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import signal
 import subprocess
+import sys
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,14 +28,16 @@ from sweeps.records.lock import LOCK_FILE
 from sweeps.records.results import ResultsTable, read_table
 from sweeps.records.state import SWEEP_STATE_FILE, load_state
 from sweeps.search.searcher import RAY_TRIAL_ID
+from tests import warm_driver
 from tests.conftest import MlflowServer
-from tests.sweep_helpers import driver, wait_for, write_space
+from tests.sweep_helpers import wait_for, write_space
 from tests.test_torn_resume import ENV, sweep_command
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
 SCENARIOS = 20
 TRIALS = 4
+EPOCHS = 3
 KINDS = ("kill", "second_driver", "torn_snapshot", "mlflow_outage", "corrupt_table", "startup_kill")
 # Where a start-up kill strikes: the files a driver makes, in the order it makes them, before sweep.json.
 STARTUP_FILES = (LOCK_FILE, "mlflow.db", "space.yaml")
@@ -68,25 +69,40 @@ def rows_now(out: Path) -> int:
 
 
 def moment(scenario: Scenario, out: Path) -> Callable[[], bool]:
+    """The scenario's moment to strike, as a condition to poll."""
     if scenario.rows == 0:
         return lambda: (out / SWEEP_STATE_FILE).exists()
     return lambda: rows_now(out) >= scenario.rows
 
 
-def run(command: list[str], log: Path) -> subprocess.CompletedProcess:
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=ENV)
-    log.write_text(done.stdout + done.stderr)
+def run(argv: list[str], log: Path) -> subprocess.CompletedProcess:
+    """A driver run to its end (a warm fork of `weightmom`); its output is kept beside `log` (.out, .err)."""
+    done = warm_driver.run(argv, log.parent, log.stem, ENV)
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     return done
 
 
-def killed_at(scenario: Scenario, command: list[str], out: Path, log: Path) -> None:
-    """Start the driver and SIGKILL its process group (driver and its Ray) at the scenario's moment."""
-    with driver(command, log, ENV) as process:
-        condition = moment(scenario, out)
+@dataclass(frozen=True)
+class Sweep:
+    """One scenario's sweep: its command, folder, scratch folder and (for the outage) its own MLflow server."""
+
+    command: list[str]
+    out: Path
+    tmp: Path
+    server: MlflowServer | None = None
+
+    @property
+    def resume(self) -> list[str]:
+        return [*self.command, "--resume"]
+
+
+def killed_at(condition: Callable[[], bool], sweep: Sweep) -> None:
+    """Start the driver and SIGKILL its process group (the driver and its Ray) once `condition` holds."""
+    process = warm_driver.WarmDriver(sweep.command, sweep.tmp / "first.out", sweep.tmp / "first.err", ENV)
+    try:
         wait_for(lambda: condition() or process.poll() is not None, 300, "the moment to kill the driver")
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
+    finally:
+        process.kill_group()
         process.wait(timeout=60)
 
 
@@ -95,65 +111,73 @@ def cut_file(path: Path, keep: float) -> None:
     path.write_bytes(data[: int(len(data) * keep)] + (b"\x00garbage" if keep else b""))
 
 
-# -- the disruptions: each returns the command that continues the sweep (--resume, or a fresh start) ----
+# -- the disruptions: each returns the command that continues the sweep (--resume, a fresh start, or None) ----
 
-def kill(scenario, command, out, tmp, uri):
-    killed_at(scenario, command, out, tmp / "first.log")
-    return [*command, "--resume"]
+def kill(scenario: Scenario, sweep: Sweep) -> list[str] | None:
+    killed_at(moment(scenario, sweep.out), sweep)
+    return sweep.resume
 
 
-def torn_snapshot(scenario, command, out, tmp, uri):
-    killed_at(scenario, command, out, tmp / "first.log")
-    snapshots = sorted((out / "ray").glob("*/experiment_state-*.json"))
+def torn_snapshot(scenario: Scenario, sweep: Sweep) -> list[str] | None:
+    killed_at(moment(scenario, sweep.out), sweep)
+    snapshots = sorted((sweep.out / "ray").glob("*/experiment_state-*.json"))
     if snapshots:   # killed before Ray's first snapshot: nothing to tear, a plain kill
         cut_file(snapshots[-1], scenario.cut)
-    return [*command, "--resume"]
+    return sweep.resume
 
 
-def corrupt_table(scenario, command, out, tmp, uri):
-    killed_at(scenario, command, out, tmp / "first.log")
-    table = out / "trials.parquet"
+def corrupt_table(scenario: Scenario, sweep: Sweep) -> list[str] | None:
+    killed_at(moment(scenario, sweep.out), sweep)
+    table = sweep.out / "trials.parquet"
     if table.exists():
         cut_file(table, scenario.cut)
-    else:
+    else:   # killed before the first row: a table that was never one
         table.write_bytes(b"PAR1 not a table")
-    return [*command, "--resume"]
+    return sweep.resume
 
 
-def startup_kill(scenario, command, out, tmp, uri):
-    with driver(command, tmp / "first.log", ENV) as process:
-        target = out / scenario.startup_file
-        wait_for(lambda: target.exists() or process.poll() is not None, 300, f"{target.name}")
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=60)
-    return [*command, "--resume"] if (out / SWEEP_STATE_FILE).exists() else command
+def startup_kill(scenario: Scenario, sweep: Sweep) -> list[str] | None:
+    target = sweep.out / scenario.startup_file
+    killed_at(target.exists, sweep)
+    # Too late for a start-up (sweep.json written): a plain kill, resumed. Else a fresh start on the same folder.
+    return sweep.resume if (sweep.out / SWEEP_STATE_FILE).exists() else sweep.command
 
 
-def second_driver(scenario, command, out, tmp, uri):
-    with driver(command, tmp / "first.log", ENV) as first:
-        wait_for(moment(scenario, out), 300, "the moment for a second driver", lambda: first.poll() is None)
-        intruder = run([*command, *(["--resume"] if scenario.resume_second else [])], tmp / "second.log")
+def second_driver(scenario: Scenario, sweep: Sweep) -> list[str] | None:
+    first = warm_driver.WarmDriver(sweep.command, sweep.tmp / "first.out", sweep.tmp / "first.err", ENV)
+    try:
+        wait_for(moment(scenario, sweep.out), 300, "the moment for a second driver", lambda: first.poll() is None)
+        # The intruder is the console script itself: its answer must come before Ray, Optuna and MLflow load.
+        argv = sweep.resume if scenario.resume_second else sweep.command
+        intruder = subprocess.run([sys.executable, "-m", "weightmom_sweeps", *argv], capture_output=True, text=True,
+                                  timeout=300, env=ENV)
         lines = intruder.stderr.strip().splitlines()
         assert intruder.returncode == 2 and len(lines) == 1, intruder.stderr[-3000:]
         assert f"in use by another sweep driver (pid {first.pid} on " in lines[0]
-        assert first.wait(timeout=600) == 0, (tmp / "first.log").read_text()[-3000:]
+        assert not list(sweep.out.glob("partial-start-*"))   # the refused driver moved nothing aside
+        assert first.wait(timeout=600) == 0, (sweep.tmp / "first.err").read_text()[-3000:]
+    finally:
+        first.kill_group()
+    assert "Traceback" not in (sweep.tmp / "first.err").read_text()
     return None
 
 
-def mlflow_outage(scenario, command, out, tmp, uri):
-    server = uri   # this scenario's own server: stopping it touches no other test
-    with driver(command, tmp / "first.log", ENV) as first:
-        wait_for(moment(scenario, out), 300, "the moment to stop MLflow", lambda: first.poll() is None)
-        rows = rows_now(out)
-        server.stop()
-        try:   # down until the driver has had to hold something back, or has ended
-            wait_for(lambda: held_back(out) or rows_now(out) > rows or first.poll() is not None, 300,
+def mlflow_outage(scenario: Scenario, sweep: Sweep) -> list[str] | None:
+    first = warm_driver.WarmDriver(sweep.command, sweep.tmp / "first.out", sweep.tmp / "first.err", ENV)
+    try:
+        wait_for(moment(scenario, sweep.out), 300, "the moment to stop MLflow", lambda: first.poll() is None)
+        rows = rows_now(sweep.out)
+        sweep.server.stop()
+        try:   # down until the driver has had to hold a write back, or a trial has finished, or it has ended
+            wait_for(lambda: held_back(sweep.out) or rows_now(sweep.out) > rows or first.poll() is not None, 300,
                      "a write held back while MLflow is down")
         finally:
-            server.start()
+            sweep.server.start()
         code = first.wait(timeout=600)
-    return None if code == 0 else [*command, "--resume"]
+    finally:
+        first.kill_group()
+    assert "Traceback" not in (sweep.tmp / "first.err").read_text()
+    return None if code == 0 else sweep.resume
 
 
 def held_back(out: Path) -> bool:
@@ -167,7 +191,7 @@ DISRUPT = {"kill": kill, "second_driver": second_driver, "torn_snapshot": torn_s
 
 # -- the books, settled ------------------------------------------------------------------------
 
-def settle(again: list[str] | None, out: Path, tmp: Path) -> None:
+def settle(again: list[str] | None, tmp: Path) -> None:
     """At most two runs of `again` (a --resume, or a fresh start) settle the budget."""
     for attempt in range(2):
         if again is None:
@@ -178,7 +202,7 @@ def settle(again: list[str] | None, out: Path, tmp: Path) -> None:
             return
         assert done.returncode == 1, done.stderr[-3000:]   # short of the budget: one more --resume
         again = [*again, "--resume"] if "--resume" not in again else again
-    pytest.fail(f"not settled after two runs: {(tmp / 'again-1.log').read_text()[-3000:]}")
+    pytest.fail(f"not settled after two runs: {(tmp / 'again-1.err').read_text()[-3000:]}")
 
 
 def assert_books(out: Path, uri: str) -> None:
@@ -197,17 +221,24 @@ def assert_books(out: Path, uri: str) -> None:
                               filter_string=f"tags.mlflow.parentRunId = '{state.parent_run_id}'")
     assert sorted(r.data.tags["trial_id"] for r in runs) == sorted(ids)
     assert not [r for r in runs if r.info.status == "RUNNING"]
-    assert client.get_run(state.parent_run_id).info.status == "FINISHED"
-    assert not (out / "trials.journal.jsonl").exists()
+    by_id = {r["trial_id"]: r for r in rows}
+    for run in runs:   # every epoch reached MLflow once, in order: none lost to a kill or an outage, none twice
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "val_accuracy")]
+        assert steps == list(range(1, len(steps) + 1)), steps
+        row = by_id[run.data.tags["trial_id"]]
+        assert row["state"] != "COMPLETE" or len(steps) == EPOCHS, (row, steps)
+    parent = client.get_run(state.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.metrics["trials_finished"] == TRIALS
+    assert not (out / "trials.journal.jsonl").exists() and not held_back(out)   # nothing left waiting to be written
 
 
-@pytest.mark.parametrize("seed", range(SCENARIOS))
+@pytest.mark.parametrize("seed", range(SCENARIOS), ids=lambda seed: f"{seed}-{Scenario.draw(seed).kind}")
 def test_a_broken_sweep_settles_every_trial_once(seed: int, tmp_path: Path, mlflow_server) -> None:
     scenario = Scenario.draw(seed)
     out = tmp_path / "sweep"
     space = write_space(tmp_path, f"chaos{seed}", trials=TRIALS,
                         early_stopping={"enabled": True, "grace_period": 1, "reduction_factor": 2},
-                        fixed={"epochs": 3, "pruner": {"prune_end": 1}},
+                        fixed={"epochs": EPOCHS, "pruner": {"prune_end": 1}},
                         start_points=[{"method": "weightmom", "density": 0.1, "lr": 0.05},
                                       {"method": "gmp", "density": 0.05, "lr": 0.0001}])   # the rest sampled
     own = MlflowServer(tmp_path) if scenario.kind == "mlflow_outage" else None
@@ -216,10 +247,11 @@ def test_a_broken_sweep_settles_every_trial_once(seed: int, tmp_path: Path, mlfl
     try:
         # A kill during start-up is about the sqlite store a sweep makes in its folder; the others use a server.
         uri = None if scenario.kind == "startup_kill" else (own or mlflow_server).uri
-        command = sweep_command(space, out, uri or "unused")
-        command = command[:-4] + command[-2:] if uri is None else command   # no --tracking-uri: sqlite in the folder
-        again = DISRUPT[scenario.kind](scenario, command, out, tmp_path, own or uri)
-        settle(again, out, tmp_path)
+        command = sweep_command(space, out, uri or "unused")[3:]   # the arguments after `python -m weightmom_sweeps`
+        if uri is None:
+            command = command[:-4] + command[-2:]   # no --tracking-uri: MLflow's sqlite in the sweep folder
+        again = DISRUPT[scenario.kind](scenario, Sweep(command, out, tmp_path, own))
+        settle(again, tmp_path)
         assert_books(out, uri or f"sqlite:///{out / 'mlflow.db'}")
     finally:
         if own:
