@@ -92,8 +92,8 @@ class BudgetAwareOptunaSearch(OptunaSearch):
                     if t.number not in known])
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        told = self._ot_trials.get(trial_id)
-        if told is not None and self._ot_study._storage.get_trial(told._trial_id).state.is_finished():
+        trial = self._ot_trials.get(trial_id)
+        if trial is not None and self._settled(trial):
             # Settled already: by reconciling after a crash, from the row the killed driver had written.
             self._completed_trials.add(trial_id)
             self._ot_trials.pop(trial_id)
@@ -101,4 +101,8 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         finished = bool(result) and not error and result.get(self.budget_key, 0) >= self.budget
         # OptunaSearch turns "no values, no error" into PRUNED and "no values, error" into FAIL.
         super().on_trial_complete(trial_id, result if finished else None, error)
-        self._ot_trials.pop(trial_id, None)   # told: Ray never reports on it again, and snapshots stay small
+        if trial is not None and self._settled(trial):   # told (a failed tell leaves it RUNNING, and known to Ray)
+            self._ot_trials.pop(trial_id)   # Ray never reports on it again, and snapshots stay small
+
+    def _settled(self, trial: optuna.Trial) -> bool:
+        return self._ot_study._storage.get_trial(trial._trial_id).state.is_finished()
