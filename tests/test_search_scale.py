@@ -28,11 +28,10 @@ def finished_study(n: int, running: int = 0) -> optuna.Study:
     return study
 
 
-def test_the_window_keeps_every_running_trial_and_the_newest_finished_ones() -> None:
+def test_the_window_is_the_newest_trials_of_the_states_asked_for() -> None:
     study = finished_study(12, running=2)
     recent = RecentTrials(study, window=5)
-    numbers = [t.number for t in recent._get_trials(deepcopy=False, states=None, use_cache=False)]
-    assert numbers == [7, 8, 9, 10, 11, 12, 13]
+    assert [t.number for t in recent._get_trials(deepcopy=False, states=None, use_cache=False)] == [9, 10, 11, 12, 13]
     assert [t.number for t in recent.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))] == [
         7, 8, 9, 10, 11]
     assert recent.directions == study.directions   # everything else is the study's own

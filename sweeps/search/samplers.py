@@ -1,7 +1,7 @@
 """Which Optuna sampler chooses a sweep's trials: `sampler: tpe | random | nsga2 | grid` in a space.
 
 - tpe (default): multivariate, grouped TPE with the constant liar, for conditional spaces run in parallel,
-  over the newest TPE_WINDOW finished trials (see RecentTPESampler).
+  over the newest TPE_WINDOW trials (see RecentTPESampler).
 - random: the baseline a guided search has to beat.
 - nsga2: NSGA-II, with a population sized to the budget so that it gets a few generations.
 - grid: every combination of the categorical params once (sweeps.space.grid), enqueued in order, so
@@ -16,7 +16,7 @@ import optuna
 
 SAMPLERS = ("tpe", "random", "nsga2", "grid")
 # TPE's cost per suggestion grows with the trials it models (0.04 s at 100, 0.07 s at 2,000 on the 2-core machine,
-# the driver's largest growing cost in benchmarks/driver_scale.py). Past this many finished trials it models the
+# the driver's largest growing cost in benchmarks/driver_scale.py). Past this many trials it models the
 # newest ones only: a sweep of up to TPE_WINDOW trials is sampled exactly as by plain TPE.
 TPE_WINDOW = 500
 
@@ -38,7 +38,7 @@ def make_sampler(name: str, trials: int, seed: int) -> optuna.samplers.BaseSampl
 
 
 class RecentTPESampler(optuna.samplers.TPESampler):
-    """TPE that models the newest `window` finished trials (and every running one, for the constant liar).
+    """TPE that models the newest `window` trials of the states it asks for.
 
     A long sweep's cost per suggestion stays flat instead of growing with every trial before it; the
     search-space groups still see every trial's parameters, since they accumulate as trials arrive.
@@ -59,7 +59,8 @@ class RecentTPESampler(optuna.samplers.TPESampler):
 
 
 class RecentTrials:
-    """A study, as the sampler reads it: every trial still running, and the newest `window` finished ones."""
+    """A study as the sampler reads it: its newest `window` trials (all the running ones are among them, since a
+    sweep runs far fewer than `window` at once; an orphan of a crash, RUNNING for ever, drops out in time)."""
 
     def __init__(self, study: optuna.Study, window: int) -> None:
         self._study, self._window = study, window
@@ -68,14 +69,8 @@ class RecentTrials:
         return getattr(self._study, name)
 
     def get_trials(self, deepcopy: bool = True, states=None) -> list:
-        return self._recent(self._study.get_trials(deepcopy=deepcopy, states=states))
+        return self._study.get_trials(deepcopy=deepcopy, states=states)[-self._window:]
 
     def _get_trials(self, deepcopy: bool = True, states=None, use_cache: bool = False) -> list:
-        return self._recent(self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache))
-
-    def _recent(self, trials: list) -> list:
-        finished = [t.number for t in trials if t.state.is_finished()]
-        if len(finished) <= self._window:
-            return trials
-        first = finished[-self._window]
-        return [t for t in trials if t.number >= first or not t.state.is_finished()]
+        # Slicing, not filtering: a pass over every trial per call would grow with the study again.
+        return self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)[-self._window:]
