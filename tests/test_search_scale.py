@@ -86,3 +86,36 @@ def test_the_searcher_snapshot_holds_ids_and_stays_small_as_trials_finish(tmp_pa
     study = optuna.load_study(study_name="slim", storage=storage)
     told = next(t for t in study.trials if t.user_attrs[RAY_TRIAL_ID] == "live")
     assert told.state.name == "COMPLETE" and told.values == [0.8, 0.2]
+
+
+class Controller:
+    """The two calls a scheduler makes of Ray's controller, over hand-made trials (an object with a status)."""
+
+    def __init__(self, statuses: list[str]) -> None:
+        self.trials = [type("T", (), {"status": s, "__repr__": lambda t, i=i: f"t{i}"})() for i, s in
+                       enumerate(statuses)]
+
+    def get_trials(self) -> list:
+        return self.trials
+
+    def get_live_trials(self) -> set:
+        return {t for t in self.trials if t.status != "TERMINATED"}
+
+
+@pytest.mark.parametrize("statuses, chosen", [
+    (["TERMINATED", "RUNNING", "PENDING"], 2),
+    (["TERMINATED", "PENDING", "PAUSED", "PENDING"], 1),   # the first PENDING, in the order trials were added
+    (["PAUSED", "RUNNING", "PAUSED"], 0),
+    (["TERMINATED", "RUNNING"], None),
+])
+def test_the_live_fifo_chooses_as_ray_s_fifo_does(statuses: list[str], chosen: int | None) -> None:
+    from ray.tune.schedulers import FIFOScheduler
+
+    from sweeps.search.fifo import LiveFIFOScheduler
+    from sweeps.search.moasha import MOASHAScheduler
+
+    controller = Controller(statuses)
+    expected = None if chosen is None else controller.trials[chosen]
+    assert FIFOScheduler().choose_trial_to_run(controller) is expected   # Ray's own, scanning every trial
+    assert LiveFIFOScheduler().choose_trial_to_run(controller) is expected
+    assert MOASHAScheduler(["val_accuracy", "density"], ["max", "min"]).choose_trial_to_run(controller) is expected

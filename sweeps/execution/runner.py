@@ -21,7 +21,6 @@ import ray
 from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 from ray import tune
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 
 from sweeps.execution import ray_patches, ray_session, recovery
 from sweeps.execution.code_dir import runtime_env
@@ -35,6 +34,7 @@ from sweeps.records.mlflow_ui import ensure_experiment
 from sweeps.records.partial import set_aside_partial, set_aside_unreadable_table
 from sweeps.records.results import ResultsTable, recorded_name
 from sweeps.records.state import SPACE_COPY, SWEEP_STATE_FILE, SweepState, write_state
+from sweeps.search.fifo import LiveASHAScheduler, LiveFIFOScheduler
 from sweeps.search.moasha import MOASHAScheduler
 from sweeps.search.samplers import make_sampler
 from sweeps.search.searcher import BudgetAwareOptunaSearch
@@ -137,14 +137,14 @@ def make_scheduler(space: SearchSpace):
     """MO-ASHA over every objective when there are two or more (ASHA on accuracy alone starves the sparse
     end of the front), ASHA on the one objective otherwise; FIFO when early stopping is off."""
     if not space.early_stopping.enabled:
-        return FIFOScheduler()
+        return LiveFIFOScheduler()
     first = space.objectives[0]
     grace = min(space.early_stopping.grace_period, space.epochs)
     # Our own epoch counter: Ray's training_iteration keeps counting across a restarted trial.
     if len(space.objectives) >= 2:
         return MOASHAScheduler(space.metrics, space.modes, time_attr="epoch", max_t=space.epochs, grace_period=grace,
                                reduction_factor=space.early_stopping.reduction_factor)
-    return ASHAScheduler(metric=first.metric, mode=first.mode, time_attr="epoch",
+    return LiveASHAScheduler(metric=first.metric, mode=first.mode, time_attr="epoch",
                          max_t=space.epochs, grace_period=min(space.early_stopping.grace_period, space.epochs),
                          reduction_factor=space.early_stopping.reduction_factor)
 

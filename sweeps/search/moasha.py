@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
+from sweeps.search.fifo import LiveTrialsFirst
+
 Point = tuple[float, ...]   # objective values signed so that larger is better on every axis
 
 
@@ -134,7 +136,7 @@ class Rungs:
         return True
 
 
-class MOASHAScheduler(FIFOScheduler):
+class MOASHAScheduler(LiveTrialsFirst, FIFOScheduler):
     """A Ray Tune scheduler running `Rungs` over all of a sweep's objectives (metrics with their modes)."""
 
     def __init__(self, metrics: Sequence[str], modes: Sequence[str], time_attr: str = "epoch", max_t: int = 100,
