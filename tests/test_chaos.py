@@ -11,7 +11,9 @@ from a warm interpreter (tests/warm_driver.py) so that 20 scenarios fit in the s
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import subprocess
 import sys
 from collections import Counter
@@ -148,9 +150,15 @@ def second_driver(scenario: Scenario, sweep: Sweep) -> list[str] | None:
     try:
         wait_for(moment(scenario, sweep.out), 300, "the moment for a second driver", lambda: first.poll() is None)
         # The intruder is the console script itself: its answer must come before Ray, Optuna and MLflow load.
+        # The first driver is held still meanwhile (SIGSTOP, the driver alone; its trials go on), so that it
+        # cannot finish and release the folder before the intruder asks, however loaded the machine.
         argv = sweep.resume if scenario.resume_second else sweep.command
-        intruder = subprocess.run([sys.executable, "-m", "weightmom_sweeps", *argv], capture_output=True, text=True,
-                                  timeout=300, env=ENV)
+        os.kill(first.pid, signal.SIGSTOP)
+        try:
+            intruder = subprocess.run([sys.executable, "-m", "weightmom_sweeps", *argv], capture_output=True,
+                                      text=True, timeout=300, env=ENV)
+        finally:
+            os.kill(first.pid, signal.SIGCONT)
         lines = intruder.stderr.strip().splitlines()
         assert intruder.returncode == 2 and len(lines) == 1, intruder.stderr[-3000:]
         assert f"in use by another sweep driver (pid {first.pid} on " in lines[0]
