@@ -6,6 +6,7 @@ Per-epoch values come from the sweep's own Ray trial records (OUT/ray/<experimen
 one line per reported epoch); MLflow holds the same history per child run.
 
     python benchmarks/record_table.py runs/digits-wide-s1 runs/digits-wide-s2 --out benchmarks/data/digits-wide.parquet
+    python benchmarks/record_table.py runs/digits-wide-s3 --out benchmarks/data/digits-wide.parquet --append
 
 Columns: trial (folder/trial id), one column per swept param (None where a `when` left it out), epochs
 (the full budget), val_accuracy_by_epoch and density_by_epoch (lists, one value per epoch, epoch 1 first),
@@ -50,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", type=Path, help="sweep output folders (each with space.yaml and ray/)")
     parser.add_argument("--out", type=Path, required=True, help="the Parquet file to write")
+    parser.add_argument("--append", action="store_true",
+                        help="keep the trials already in --out (a table grows chunk by chunk; a trial is kept once)")
     args = parser.parse_args(argv)
     missing = [str(f) for f in args.folders if not (f / "space.yaml").is_file()]
     if missing:
@@ -63,11 +66,15 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print("error: no full-budget trials in these folders", file=sys.stderr)
         return 2
+    table = pd.DataFrame(rows)
+    if args.append and args.out.is_file():
+        kept = pd.read_parquet(args.out)
+        table = pd.concat([kept, table[~table["trial"].isin(kept["trial"])]], ignore_index=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")
-    pd.DataFrame(rows).to_parquet(tmp, index=False)
+    table.to_parquet(tmp, index=False)
     tmp.replace(args.out)
-    print(f"{len(rows)} trials -> {args.out} ({skipped} not at their full budget, left out)")
+    print(f"{len(rows)} trials read, {len(table)} in {args.out} ({skipped} not at their full budget, left out)")
     return 0
 
 

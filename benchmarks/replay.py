@@ -4,13 +4,21 @@ A recorded table (benchmarks/record_table.py) holds every trial's per-epoch val 
 full budget. Here a search runs with C asynchronous workers as if it trained: each worker's trial advances one
 epoch per tick, compute is charged one epoch per trial-epoch, the scheduler sees each epoch's result and may
 stop the trial (ASHA and MO-ASHA are `sweeps.Rungs`, the very rule the sweeps run; ASHA is Rungs on
-val_accuracy alone), and the sampler hears COMPLETE trials with (final val accuracy, final density) and
-stopped ones as PRUNED, as in a real sweep. Only COMPLETE trials enter the front.
+val_accuracy alone; MO-ASHA ranks density as the trial's target, as the sweeps do), and the sampler hears
+COMPLETE trials with (final val accuracy, final density) and stopped ones as PRUNED, as in a real sweep.
+Only COMPLETE trials enter the front.
 
-Lookup (a surrogate, not exact): a sampled config is looked up among the recorded trials of the same method
-and density (both categorical in the wide spaces, so the density objective is exact), as the nearest on the
-other params (log lr and weight decay, the pruner knobs, each scaled to its range; a differing categorical or
-a param present on one side only counts 1). `fit_error` reports this lookup's leave-one-out error.
+Lookup, two kinds:
+- `forest` (the default): a surrogate fitted on the recorded trials, as HPOBench and YAHPO do: extra trees
+  (scikit-learn) predict a config's val accuracy at every epoch from all its params (log lr and weight decay
+  and the knobs scaled to their range, -1 where a `when` leaves one out; categoricals one-hot).
+  `forest_fit_error` reports its 10-fold cross-validated error on the final val accuracy.
+- `nearest`: the nearest recorded trial of the same method and density (log lr and weight decay, the pruner
+  knobs, each scaled to its range; a differing categorical or a param present on one side only counts 1).
+  `fit_error` reports its leave-one-out error. A proposal near a good trial replays that very trial, so a
+  sampler that exploits gains nothing from it: the forest is the fairer judge of samplers.
+The density curve is always the nearest recorded trial's (the method and density are matched exactly, so the
+density objective is exact; the schedule knobs decide the epochs before).
 """
 
 from __future__ import annotations
@@ -103,8 +111,7 @@ def lookup(table: Table, config: dict, exclude: int | None = None) -> int:
 def fit_error(table: Table, frame: pd.DataFrame) -> dict:
     """Leave-one-out: each recorded trial looked up among the others; error of its final val accuracy."""
     errors = []
-    for i, row in frame.iterrows():
-        config = {n: (None if _label(row[n]) == "" else row[n]) for n in table.space.params}
+    for i, config in enumerate(_recorded_configs(table, frame)):
         j = lookup(table, config, exclude=i)
         errors.append(abs(table.accuracy[j, -1] - table.accuracy[i, -1]))
     errors = np.asarray(errors)
@@ -113,13 +120,61 @@ def fit_error(table: Table, frame: pd.DataFrame) -> dict:
             "mae_of_median_predictor": float(spread), "trials": len(errors)}
 
 
+def features(table: Table, config: dict) -> np.ndarray:
+    """A config as the forest reads it: numeric params scaled to [0, 1] (-1 when absent), categoricals one-hot."""
+    space, out = table.space, []
+    for name in _numeric_names(space):
+        value = _scale(space, name, config.get(name))
+        out.append(-1.0 if math.isnan(value) else value)
+    for name, spec in space.params.items():
+        if not hasattr(spec, "low"):
+            label = _label(config.get(name))
+            out += [float(label == _label(choice)) for choice in spec.choices]
+    return np.asarray(out, dtype=np.float32)
+
+
+def _recorded_configs(table: Table, frame: pd.DataFrame) -> list[dict]:
+    return [{n: (None if _label(row[n]) == "" else row[n]) for n in table.space.params} for _, row in frame.iterrows()]
+
+
+class Forest:
+    """Extra trees fitted on the recorded val-accuracy curves; predicts a whole curve per config."""
+
+    def __init__(self, table: Table, configs: list[dict], trees: int = 100, seed: int = 0) -> None:
+        from sklearn.ensemble import ExtraTreesRegressor
+        x = np.stack([features(table, c) for c in configs])
+        self.model = ExtraTreesRegressor(trees, min_samples_leaf=2, random_state=seed).fit(x, table.accuracy)
+
+    def accuracy(self, x: np.ndarray) -> np.ndarray:
+        """The predicted curve of one feature row (each tree's own predict: sklearn's wrapper costs 10x more)."""
+        rows = x.reshape(1, -1)
+        return np.clip(np.mean([t.tree_.predict(rows)[0, :, 0] for t in self.model.estimators_], axis=0), 0, 1)
+
+
+def load_forest(path: str, table: Table) -> Forest:
+    return Forest(table, _recorded_configs(table, pd.read_parquet(path)))
+
+
+def forest_fit_error(table: Table, frame: pd.DataFrame, folds: int = 10) -> dict:
+    """k-fold cross-validation of the forest: error of the final val accuracy on the held-out trials."""
+    configs, order = _recorded_configs(table, frame), np.random.default_rng(0).permutation(len(frame))
+    errors = np.zeros(len(frame))
+    for held in np.array_split(order, folds):
+        kept = np.setdiff1d(order, held)
+        part = Table(table.accuracy[kept], table.density[kept], table.numeric[kept], table.categorical[kept], {},
+                     table.space)
+        forest = Forest(part, [configs[i] for i in kept])
+        for i in held:
+            errors[i] = abs(forest.accuracy(features(table, configs[i]))[-1] - table.accuracy[i, -1])
+    spread = np.abs(table.accuracy[:, -1] - np.median(table.accuracy[:, -1])).mean()
+    return {"mae": float(errors.mean()), "median_abs_error": float(np.median(errors)),
+            "mae_of_median_predictor": float(spread), "trials": len(errors), "folds": folds}
+
+
 def sampler(name: str, seed: int, trials: int = 40) -> optuna.samplers.BaseSampler:
-    """The arms' samplers: the sweeps' own random / tpe / nsga2, and Sobol QMC and the GP sampler besides."""
+    """The arms' samplers: the sweeps' own random / qmc / tpe / nsga2, and the GP sampler besides."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if name == "qmc":
-            return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed,
-                                              warn_independent_sampling=False)
         if name == "gp":
             return optuna.samplers.GPSampler(seed=seed, n_startup_trials=10)
         return make_sampler(name, trials, seed)
@@ -140,32 +195,38 @@ class Arm:
 @dataclass
 class Running:
     trial: optuna.Trial
-    row: int
+    accuracy: np.ndarray   # the curves it will show, epoch 1 first
+    density: np.ndarray
     epoch: int = 0
 
 
-def _start(study: optuna.Study, table: Table) -> Running:
+def _start(study: optuna.Study, table: Table, forest: Forest | None) -> Running:
     trial = study.ask()
     table.space.define_by_run(trial)
-    return Running(trial, lookup(table, trial.params))
+    row = lookup(table, trial.params)
+    accuracy = table.accuracy[row] if forest is None else forest.accuracy(features(table, trial.params))
+    return Running(trial, accuracy, table.density[row])
 
 
 def _step(job: Running, table: Table, study: optuna.Study, rungs: Rungs | None, objectives: int) -> bool | None:
     """One epoch of `job`: True when it completed, False when the scheduler stopped it, None to go on."""
     job.epoch += 1
-    accuracy, density = table.accuracy[job.row, job.epoch - 1], table.density[job.row, job.epoch - 1]
+    accuracy, density = job.accuracy[job.epoch - 1], job.density[job.epoch - 1]
     if job.epoch == table.epochs:
         study.tell(job.trial, [float(accuracy), float(density)])
         return True
-    point = (float(accuracy), -float(density))[:objectives]
+    # Ranked on the target density, as the sweeps' MO-ASHA does (sweeps.search.moasha: final_values).
+    point = (float(accuracy), -float(job.trial.params.get("density", density)))[:objectives]
     if rungs is not None and not rungs.on_result(str(job.trial.number), job.epoch, point):
         study.tell(job.trial, state=optuna.trial.TrialState.PRUNED)
         return False
     return None
 
 
-def simulate(table: Table, arm: Arm, seed: int, horizon: int, workers: int = 2) -> np.ndarray:
-    """The front's hypervolume after each epoch of compute spent, for `horizon` epochs, with `workers` workers."""
+def simulate(table: Table, arm: Arm, seed: int, horizon: int, workers: int = 2,
+             forest: Forest | None = None) -> np.ndarray:
+    """The front's hypervolume after each epoch of compute spent, for `horizon` epochs, with `workers` workers;
+    curves from `forest` when given, else from the nearest recorded trial."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler(arm.sampler, seed))
     rungs = None if arm.scheduler == "fifo" else Rungs(arm.grace_period, table.epochs, arm.reduction_factor)
@@ -174,10 +235,10 @@ def simulate(table: Table, arm: Arm, seed: int, horizon: int, workers: int = 2) 
     jobs: list[Running | None] = [None] * workers
     while spent < horizon:
         for w in range(workers):   # every worker trains one epoch per tick: jobs finish asynchronously
-            jobs[w] = jobs[w] or _start(study, table)
+            jobs[w] = jobs[w] or _start(study, table, forest)
             outcome = _step(jobs[w], table, study, rungs, objectives)
             if outcome is True:
-                points.append((table.accuracy[jobs[w].row, -1], table.density[jobs[w].row, -1]))
+                points.append((float(jobs[w].accuracy[-1]), float(jobs[w].density[-1])))
                 value = accuracy_density_hypervolume(points, CHANCE)
             if outcome is not None:
                 jobs[w] = None

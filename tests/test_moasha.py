@@ -84,3 +84,25 @@ def test_scheduler_round_trips_through_pickle():
     assert clone._rungs.recorded == scheduler._rungs.recorded
     assert clone.point({"epoch": 3, "val_accuracy": 0.5, "density": 0.1}) == (0.5, -0.1)
     assert clone.point({"epoch": 3}) is None
+
+
+def test_a_trial_is_ranked_on_its_target_density_before_its_schedule_reaches_it():
+    scheduler = MOASHAScheduler(["val_accuracy", "density"], ["max", "min"], max_t=9, grace_period=1,
+                                final_values={"density": lambda config: config["density"]})
+    result = {"epoch": 1, "val_accuracy": 0.6, "density": 0.5}   # still pruning toward 2%
+    assert scheduler.point(result, {"density": 0.02}) == (0.6, -0.02)
+    assert scheduler.point(result) == (0.6, -0.5)   # no config: what it measured
+    plain = pickle.loads(pickle.dumps(MOASHAScheduler(["val_accuracy", "density"], ["max", "min"])))
+    del plain.__dict__["_final_values"]   # as pickled by a version before final_values
+    assert plain.point(result, {"density": 0.02}) == (0.6, -0.5)
+
+
+def test_a_sweep_with_density_among_its_objectives_ranks_each_trial_on_its_target_density():
+    from sweeps import load_space
+    from sweeps.execution.runner import make_scheduler
+    space = load_space("digits-wide")
+    scheduler = pickle.loads(pickle.dumps(make_scheduler(space)))   # it travels in Ray's snapshot
+    config = {"method": "gmp", "density": 0.018, "lr": 0.05, "optimizer": "adam", "weight_decay": 1e-4,
+              "pruner.allocation": "uniform", "pruner.prune_end": 3}
+    result = {"epoch": 1, "val_accuracy": 0.7, "density": 0.4}   # epoch 1 of 3 on the way to 1.8%
+    assert isinstance(scheduler, MOASHAScheduler) and scheduler.point(result, config) == (0.7, -0.018)

@@ -46,3 +46,25 @@ def test_every_scheduler_spends_exactly_the_budget_and_the_front_only_grows(tmp_
     for scheduler in ("fifo", "asha", "moasha"):
         curve = replay.simulate(table, replay.Arm("random", scheduler), seed=1, horizon=60)
         assert len(curve) == 60 and np.all(np.diff(curve) >= 0) and curve[-1] > 0
+
+
+def test_the_forest_predicts_whole_curves_and_reports_its_cross_validated_error(tmp_path):
+    frame = make_table(tmp_path / "t.parquet", trials=60)
+    table = replay.load_table(str(tmp_path / "t.parquet"), load_space("digits-wide"))
+    forest = replay.load_forest(str(tmp_path / "t.parquet"), table)
+    config = {n: frame.iloc[0][n] for n in table.space.params if frame.iloc[0][n] == frame.iloc[0][n]}
+    curve = forest.accuracy(replay.features(table, config))
+    assert curve.shape == (table.epochs,) and np.all((0 <= curve) & (curve <= 1))
+    error = replay.forest_fit_error(table, frame, folds=5)
+    assert error["trials"] == 60 and 0 <= error["mae"] < error["mae_of_median_predictor"] + 0.2
+    assert np.all(np.diff(replay.simulate(table, replay.Arm("random", "moasha", 1), seed=2, horizon=60,
+                                          forest=forest)) >= 0)
+
+
+def test_the_proxy_reads_nas_bench_201_and_its_front_only_grows():
+    import proxy
+    bench = proxy.load("cifar10", seed=0)
+    cell = {name: choices[0] for name, choices in bench.search_space.items()}
+    assert set(bench(cell)) == {"val_acc", "model_size"}
+    curve = proxy.simulate("cifar10", "tpe", seed=0, trials=12, size_max=1.6)
+    assert len(curve) == 12 and np.all(np.diff(curve) >= 0) and curve[-1] > 0

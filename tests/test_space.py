@@ -19,8 +19,8 @@ from weightmom.errors import UsageError
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-SHIPPED = ["baselines", "cifar10-mini-table", "cifar10-resnet56", "cifar10-vgg16", "cifar100-resnet50", "digits-quick",
-           "digits-wide"]
+SHIPPED = ["baselines", "cifar10-mini-table", "cifar10-mini-wide", "cifar10-resnet56", "cifar10-vgg16",
+           "cifar100-resnet50", "digits-quick", "digits-wide"]
 
 # A small valid space; each bad-space test breaks one thing in a copy of it.
 BASE = {
@@ -241,6 +241,13 @@ def _set(path: str, value):
     return edit
 
 
+def _both(*edits):
+    def edit(data: dict) -> None:
+        for one in edits:
+            one(data)
+    return edit
+
+
 def _remove(path: str):
     def edit(data: dict) -> None:
         *parents, last = path.split("/")
@@ -293,8 +300,9 @@ BAD = {
     "searched and fixed": (_set("fixed/lr", 0.1), "params.lr"),
     "schedule past the budget": (_set("params/pruner.prune_end", {"type": "int", "low": 5, "high": 14}),
                                  "params.pruner.prune_end"),
-    "early stopping before pruning ends": (_set("early_stopping", {"enabled": True, "grace_period": 2}),
-                                          "early_stopping.grace_period"),
+    "ASHA before pruning ends": (_both(_set("early_stopping", {"enabled": True, "grace_period": 2}),
+                                       _set("objectives", [{"metric": "val_accuracy", "mode": "max"}])),
+                                 "early_stopping.grace_period"),
     "trials 0": (_set("trials", 0), "trials"),
     "cpu 0": (_set("resources", {"cpu": 0}), "resources.cpu"),
     "early stopping on a searched budget": (
@@ -446,6 +454,16 @@ def test_auto_early_stopping_compares_trials_once_they_have_their_final_density(
                                                                                  expected):
     space = load_space(_early_stopping_space(tmp_path, methods, "auto", fixed))
     assert (space.early_stopping.enabled, space.early_stopping.grace_period) == expected
+
+
+def test_mo_asha_may_compare_trials_before_pruning_ends_since_it_ranks_the_target_density(tmp_path):
+    early = {"enabled": True, "grace_period": 1}
+    space = load_space(_early_stopping_space(tmp_path, ["weightmom", "gmp"], early))   # density is an objective
+    assert space.early_stopping.enabled and space.early_stopping.grace_period == 1
+    data = yaml.safe_load(_early_stopping_space(tmp_path, ["weightmom", "gmp"], early).read_text())
+    data["objectives"] = [{"metric": "val_accuracy", "mode": "max"}]   # ASHA: accuracy alone
+    with pytest.raises(UsageError, match=r"early_stopping\.grace_period: expected at least 15"):
+        load_space(write_space(tmp_path, data, "asha.yaml"))
 
 
 @pytest.mark.parametrize("methods, fixed", [(["weightmom", "gsm"], {}),

@@ -32,6 +32,7 @@ from sweeps.records.lock import LOCK_FILE, SweepLock
 from sweeps.records.mlflow_client import ResilientClient, check_reachable, default_tracking_uri
 from sweeps.records.mlflow_ui import ensure_experiment
 from sweeps.records.partial import set_aside_partial, set_aside_unreadable_table
+from sweeps.records.requeue import trial_params
 from sweeps.records.results import ResultsTable, recorded_name
 from sweeps.records.state import SPACE_COPY, SWEEP_STATE_FILE, SweepState, write_state
 from sweeps.search.fifo import LiveASHAScheduler, LiveFIFOScheduler
@@ -133,6 +134,17 @@ def make_searcher(space: SearchSpace, state: SweepState, seed: int) -> BudgetAwa
         points_to_evaluate=[dict(p) for p in space.start_points] or None, budget=space.epochs, trials=space.trials)
 
 
+@dataclass(frozen=True)
+class TargetDensity:
+    """A trial's final density, read from its config: MO-ASHA ranks it on this before its schedule ends.
+    A class, not a closure: the scheduler is pickled into Ray's experiment snapshot."""
+
+    space: SearchSpace
+
+    def __call__(self, config: dict) -> float:
+        return float(self.space.train_config(trial_params(config)).density)
+
+
 def make_scheduler(space: SearchSpace):
     """MO-ASHA over every objective when there are two or more (ASHA on accuracy alone starves the sparse
     end of the front), ASHA on the one objective otherwise; FIFO when early stopping is off."""
@@ -142,8 +154,9 @@ def make_scheduler(space: SearchSpace):
     grace = min(space.early_stopping.grace_period, space.epochs)
     # Our own epoch counter: Ray's training_iteration keeps counting across a restarted trial.
     if len(space.objectives) >= 2:
+        final_values = {"density": TargetDensity(space)} if "density" in space.metrics else {}
         return MOASHAScheduler(space.metrics, space.modes, time_attr="epoch", max_t=space.epochs, grace_period=grace,
-                               reduction_factor=space.early_stopping.reduction_factor)
+                               reduction_factor=space.early_stopping.reduction_factor, final_values=final_values)
     return LiveASHAScheduler(metric=first.metric, mode=first.mode, time_attr="epoch",
                          max_t=space.epochs, grace_period=min(space.early_stopping.grace_period, space.epochs),
                          reduction_factor=space.early_stopping.reduction_factor)

@@ -15,7 +15,8 @@ simulator (benchmarks/replay.py) runs exactly the rule the sweeps run.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import types
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
@@ -137,14 +138,23 @@ class Rungs:
 
 
 class MOASHAScheduler(LiveTrialsFirst, FIFOScheduler):
-    """A Ray Tune scheduler running `Rungs` over all of a sweep's objectives (metrics with their modes)."""
+    """A Ray Tune scheduler running `Rungs` over all of a sweep's objectives (metrics with their modes).
+
+    `final_values` names the objectives whose final value a trial's config already tells (the target density),
+    each with the function that reads it: a trial is ranked on that value at every rung, so a network that
+    will be 2% dense is judged as one even at a rung before its pruning schedule has got there.
+    """
+
+    _final_values: Mapping[str, Callable[[dict], float]] = types.MappingProxyType({})   # snapshots of old versions
 
     def __init__(self, metrics: Sequence[str], modes: Sequence[str], time_attr: str = "epoch", max_t: int = 100,
-                 grace_period: int = 1, reduction_factor: float = 3.0) -> None:
+                 grace_period: int = 1, reduction_factor: float = 3.0,
+                 final_values: Mapping[str, Callable[[dict], float]] | None = None) -> None:
         super().__init__()
         if len(metrics) != len(modes) or not metrics or any(m not in ("max", "min") for m in modes):
             raise ValueError("MOASHAScheduler needs one mode (max or min) per metric")
         self._metrics, self._signs = list(metrics), [1.0 if m == "max" else -1.0 for m in modes]
+        self._final_values = dict(final_values or {})
         self._time_attr = time_attr
         self._rungs = Rungs(grace_period, max_t, reduction_factor)
         self._stopped = 0
@@ -152,13 +162,14 @@ class MOASHAScheduler(LiveTrialsFirst, FIFOScheduler):
     def set_search_properties(self, metric, mode, **spec) -> bool:
         return True   # the objectives are the scheduler's own: Tune's single metric does not apply
 
-    def point(self, result: dict) -> Point | None:
+    def point(self, result: dict, config: dict | None = None) -> Point | None:
         if self._time_attr not in result or any(m not in result for m in self._metrics):
             return None
-        return tuple(s * float(result[m]) for m, s in zip(self._metrics, self._signs))
+        final = {m: read(config) for m, read in self._final_values.items()} if config is not None else {}
+        return tuple(s * float(final.get(m, result[m])) for m, s in zip(self._metrics, self._signs))
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
-        point = self.point(result)
+        point = self.point(result, trial.config)
         if point is None:
             return TrialScheduler.CONTINUE
         if self._rungs.on_result(trial.trial_id, result[self._time_attr], point):

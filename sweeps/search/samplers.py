@@ -1,8 +1,11 @@
-"""Which Optuna sampler chooses a sweep's trials: `sampler: tpe | random | nsga2 | grid` in a space.
+"""Which Optuna sampler chooses a sweep's trials: `sampler: tpe | random | qmc | nsga2 | grid` in a space.
 
 - tpe (default): multivariate, grouped TPE with the constant liar, for conditional spaces run in parallel,
   over the newest TPE_WINDOW trials (see RecentTPESampler).
 - random: the baseline a guided search has to beat.
+- qmc: scrambled Sobol points: random search's even-handedness, with the space covered more evenly (the
+  params of the first trial's branch; a `when` param outside it is drawn at random). With MO-ASHA, the best
+  arm on the recorded benchmarks (docs/search.md).
 - nsga2: NSGA-II, with a population sized to the budget so that it gets a few generations.
 - grid: every combination of the categorical params once (sweeps.space.grid), enqueued in order, so
   the sampler itself never draws; `trials` defaults to the grid's size.
@@ -14,7 +17,7 @@ import warnings
 
 import optuna
 
-SAMPLERS = ("tpe", "random", "nsga2", "grid")
+SAMPLERS = ("tpe", "random", "qmc", "nsga2", "grid")
 # TPE's cost per suggestion grows with the trials it models (0.04 s at 100, 0.07 s at 2,000 on the 2-core machine,
 # the driver's largest growing cost in benchmarks/driver_scale.py). Past this many trials it models the
 # newest ones only: a sweep of up to TPE_WINDOW trials is sampled exactly as by plain TPE.
@@ -31,8 +34,11 @@ def make_sampler(name: str, trials: int, seed: int) -> optuna.samplers.BaseSampl
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=population_size(trials), seed=seed)
-    with warnings.catch_warnings():  # `group` is "experimental" in Optuna 5; it is what conditional spaces need
+    with warnings.catch_warnings():  # QMC and TPE's `group` are "experimental" in Optuna 5 (stable since 3.0)
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if name == "qmc":
+            return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed,
+                                              warn_independent_sampling=False)
         return RecentTPESampler(multivariate=True, group=True, constant_liar=True, seed=seed,
                                 n_startup_trials=min(10, max(2, trials // 3)))
 

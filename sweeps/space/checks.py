@@ -247,7 +247,10 @@ def resolve_early_stopping(raw: RawSpace, fixed: dict, final_epochs: list[float 
         raise Invalid(f"early_stopping.grace_period: expected fewer than the {epochs} epochs, got {grace}"
                       + ("" if es.grace_period is not None else " (the epoch from which every trial has its final "
                                                                 "density)"))
-    if enabled and grace < pruning_done and not unknown:
+    # MO-ASHA ranks density on each trial's target (sweeps/search/moasha.py), so it may compare trials sooner;
+    # ASHA, on accuracy alone, would favour a network only because its pruning has not caught up yet.
+    ranks_target_density = len(raw.objectives) >= 2 and any(o.metric == "density" for o in raw.objectives)
+    if enabled and grace < pruning_done and not unknown and not ranks_target_density:
         raise Invalid(f"early_stopping.grace_period: expected at least {pruning_done} (the epoch from which every "
                       f"trial has its final density), so trials are compared at their final density; got {grace}")
     return bool(enabled), grace

@@ -145,7 +145,7 @@ class RawSpace(_Schema):
     name: str | None = None
     description: str = ""
     trials: StrictInt | None = Field(None, ge=1)   # required, except for a grid (its size)
-    sampler: Literal["tpe", "random", "nsga2", "grid"] = "tpe"
+    sampler: Literal["tpe", "random", "qmc", "nsga2", "grid"] = "tpe"
     concurrency: StrictInt = Field(1, ge=1)
     resources: _ResourcesRaw = _ResourcesRaw()
     objectives: list[_ObjectiveRaw] = [_ObjectiveRaw(**o) for o in DEFAULT_OBJECTIVES]
