@@ -208,6 +208,13 @@ time.sleep(600)
 """
 
 
+def name_or_none(process: psutil.Process) -> str | None:
+    try:
+        return process.name()
+    except psutil.Error:   # ended since it was listed
+        return None
+
+
 def agents_of(session_dir: str) -> list[psutil.Process]:
     return [p for p in psutil.process_iter(["pid"]) if ray_session._holds_files_in(p, session_dir.rstrip("/") + "/")]
 
@@ -221,18 +228,22 @@ def test_resume_ends_only_the_killed_drivers_ray_leftovers(tmp_path: Path, local
         assert driver.stdout.readline().strip() == b"ready"
         session = json.loads((tmp_path / ray_session.SESSION_FILE).read_text())["session_dir"]
         assert ray_session.end_leftovers(tmp_path) == []   # its driver is alive: nothing is left over
-        wait_for(lambda: {p.name() for p in agents_of(session)} >= {"ray::DashboardAgent", "ray::RuntimeEnvAgent"},
-                 60, "the session's agents to start")
+        agents = {"ray::DashboardAgent", "ray::RuntimeEnvAgent"}
+        wait_for(lambda: {name_or_none(p) for p in agents_of(session)} >= agents, 60, "the session's agents to start")
         driver.kill()   # the driver alone, as a crash or `kill -9` would
         driver.wait(timeout=30)
         # Ray's GCS and raylet follow it; the two agents stay, orphaned.
-        wait_for(lambda: not {p.name() for p in agents_of(session)} & {"gcs_server", "raylet"}, 60,
+        wait_for(lambda: not {name_or_none(p) for p in agents_of(session)} & {"gcs_server", "raylet"}, 60,
                  "the killed session's GCS and raylet to end")
         left = agents_of(session)
-        assert {p.name() for p in left} >= {"ray::DashboardAgent", "ray::RuntimeEnvAgent"}
+        names = {p.pid: name_or_none(p) for p in left}
+        orphans = {pid for pid, name in names.items() if name in agents}
+        assert len(orphans) >= 2, names
 
         ended = ray_session.end_leftovers(tmp_path)
-        assert sorted(ended) == sorted(p.pid for p in left)
+        # Every orphan ended; nothing outside the session touched. Another of its processes may have ended
+        # on its own since `left` was read (a CI run saw one), so `ended` may be smaller than `left`.
+        assert orphans <= set(ended) <= set(names), (ended, names)
         assert not [p for p in left if ray_session._running(p)]
         # This test's own Ray (another session on the same machine) was not touched.
         assert local_ray.get(local_ray.remote(lambda: 42).remote()) == 42
