@@ -37,6 +37,7 @@ def make_sampler(name: str, trials: int, seed: int) -> optuna.samplers.BaseSampl
     with warnings.catch_warnings():  # QMC and TPE's `group` are "experimental" in Optuna 5 (stable since 3.0)
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if name == "qmc":
+            import scipy.stats  # noqa: F401  (here, not in its first draw: Ray warns when one takes over a second)
             return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed,
                                               warn_independent_sampling=False)
         return RecentTPESampler(multivariate=True, group=True, constant_liar=True, seed=seed,
