@@ -197,6 +197,7 @@ class Running:
     trial: optuna.Trial
     accuracy: np.ndarray   # the curves it will show, epoch 1 first
     density: np.ndarray
+    target: float          # the density MO-ASHA ranks it on, as the sweeps' MO-ASHA does (moasha: final_values)
     epoch: int = 0
 
 
@@ -205,7 +206,7 @@ def _start(study: optuna.Study, table: Table, forest: Forest | None) -> Running:
     table.space.define_by_run(trial)
     row = lookup(table, trial.params)
     accuracy = table.accuracy[row] if forest is None else forest.accuracy(features(table, trial.params))
-    return Running(trial, accuracy, table.density[row])
+    return Running(trial, accuracy, table.density[row], float(trial.params.get("density", table.density[row, -1])))
 
 
 def _step(job: Running, table: Table, study: optuna.Study, rungs: Rungs | None, objectives: int) -> bool | None:
@@ -215,8 +216,7 @@ def _step(job: Running, table: Table, study: optuna.Study, rungs: Rungs | None, 
     if job.epoch == table.epochs:
         study.tell(job.trial, [float(accuracy), float(density)])
         return True
-    # Ranked on the target density, as the sweeps' MO-ASHA does (sweeps.search.moasha: final_values).
-    point = (float(accuracy), -float(job.trial.params.get("density", density)))[:objectives]
+    point = (float(accuracy), -job.target)[:objectives]
     if rungs is not None and not rungs.on_result(str(job.trial.number), job.epoch, point):
         study.tell(job.trial, state=optuna.trial.TrialState.PRUNED)
         return False

@@ -126,15 +126,20 @@ class Rungs:
         for milestone in milestones(self.grace_period, self.max_t, self.eta):
             self.recorded.setdefault(milestone, {})
 
+    def due(self, trial_id: str, t: float) -> int | None:
+        """The highest milestone `t` has passed that this trial has no point at yet (None: nothing to decide)."""
+        return next((m for m in sorted(self.recorded, reverse=True)
+                     if t >= m and trial_id not in self.recorded[m]), None)
+
     def on_result(self, trial_id: str, t: float, point: Point) -> bool:
-        """Record `point` at the highest milestone `t` has passed that this trial has not; False: stop it."""
-        for milestone in sorted(self.recorded, reverse=True):
-            rung = self.recorded[milestone]
-            if t >= milestone and trial_id not in rung:
-                go_on = promote(list(rung.values()), point, self.eta)
-                rung[trial_id] = point
-                return go_on
-        return True
+        """Record `point` at the milestone `due`; False: stop the trial."""
+        milestone = self.due(trial_id, t)
+        if milestone is None:
+            return True
+        rung = self.recorded[milestone]
+        go_on = promote(list(rung.values()), point, self.eta)
+        rung[trial_id] = point
+        return go_on
 
 
 class MOASHAScheduler(LiveTrialsFirst, FIFOScheduler):
@@ -169,6 +174,8 @@ class MOASHAScheduler(LiveTrialsFirst, FIFOScheduler):
         return tuple(s * float(final.get(m, result[m])) for m, s in zip(self._metrics, self._signs))
 
     def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        if self._time_attr not in result or self._rungs.due(trial.trial_id, result[self._time_attr]) is None:
+            return TrialScheduler.CONTINUE   # between rungs: no point to build (reading a target costs a config)
         point = self.point(result, trial.config)
         if point is None:
             return TrialScheduler.CONTINUE
