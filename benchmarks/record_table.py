@@ -68,7 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     table = pd.DataFrame(rows)
     if args.append and args.out.is_file():
-        kept = pd.read_parquet(args.out)
+        try:
+            kept = pd.read_parquet(args.out)
+        except Exception as error:   # any unreadable file: say so, and leave it as it is
+            print(f"error: cannot append to {args.out}: {error}", file=sys.stderr)
+            return 2
         table = pd.concat([kept, table[~table["trial"].isin(kept["trial"])]], ignore_index=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_suffix(".tmp")

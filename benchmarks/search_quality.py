@@ -43,6 +43,7 @@ import ray
 import replay
 
 from sweeps import SweepOptions, accuracy_density_hypervolume, load_space, run_sweep
+from weightmom.errors import UsageError
 
 DEFAULT_ARM = "qmc+moasha"   # chosen on the replay evidence: docs/search.md
 
@@ -275,9 +276,12 @@ def print_summary(summary: dict) -> None:
 
 def main() -> None:
     modes = {"replay": replay_main, "proxy": proxy_main, "run": run_main}
-    if sys.argv[1:2] and sys.argv[1] in modes:
-        sys.exit(modes[sys.argv[1]](sys.argv[2:]))
-    sys.exit(run_main(sys.argv[1:]))
+    mode, argv = (sys.argv[1], sys.argv[2:]) if sys.argv[1:2] and sys.argv[1] in modes else ("run", sys.argv[1:])
+    try:
+        sys.exit(modes[mode](argv))
+    except UsageError as error:   # e.g. --space names no space: one line, as the weightmom commands give
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
