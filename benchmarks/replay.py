@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +35,7 @@ import pandas as pd
 from sweeps import Rungs, SearchSpace, accuracy_density_hypervolume, make_sampler
 
 CHANCE = 0.1   # digits and CIFAR-10: 10 balanced classes
+LAST_RESULT = "last_result"   # a stopped trial's user attr: [epoch, val accuracy] where it stopped
 CELL = ("method", "density")   # looked up exactly
 
 
@@ -218,24 +220,30 @@ def _step(job: Running, table: Table, study: optuna.Study, rungs: Rungs | None, 
         return True
     point = (float(accuracy), -job.target)[:objectives]
     if rungs is not None and not rungs.on_result(str(job.trial.number), job.epoch, point):
+        job.trial.set_user_attr(LAST_RESULT, [job.epoch, float(accuracy)])   # for samplers that learn from it
         study.tell(job.trial, state=optuna.trial.TrialState.PRUNED)
         return False
     return None
 
 
-def simulate(table: Table, arm: Arm, seed: int, horizon: int, workers: int = 2,
-             forest: Forest | None = None) -> np.ndarray:
+def simulate(table: Table, arm: Arm, seed: int, horizon: int, workers: int = 2, forest: Forest | None = None,
+             *, study_sampler: optuna.samplers.BaseSampler | None = None, rungs: Rungs | None = None,
+             start: Callable[[optuna.Study, Table, Forest | None], Running] | None = None) -> np.ndarray:
     """The front's hypervolume after each epoch of compute spent, for `horizon` epochs, with `workers` workers;
-    curves from `forest` when given, else from the nearest recorded trial."""
+    curves from `forest` when given, else from the nearest recorded trial. `study_sampler`, `rungs` and `start`
+    replace the arm's sampler, its scheduler's rungs and the start of a trial (benchmarks/replay_bounds.py)."""
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler(arm.sampler, seed))
-    rungs = None if arm.scheduler == "fifo" else Rungs(arm.grace_period, table.epochs, arm.reduction_factor)
+    study = optuna.create_study(directions=["maximize", "minimize"],
+                                sampler=study_sampler or sampler(arm.sampler, seed))
+    if rungs is None and arm.scheduler != "fifo":
+        rungs = Rungs(arm.grace_period, table.epochs, arm.reduction_factor)
+    start = start or _start
     objectives = 1 if arm.scheduler == "asha" else 2
     curve, points, spent, value = np.zeros(horizon), [], 0, 0.0
     jobs: list[Running | None] = [None] * workers
     while spent < horizon:
         for w in range(workers):   # every worker trains one epoch per tick: jobs finish asynchronously
-            jobs[w] = jobs[w] or _start(study, table, forest)
+            jobs[w] = jobs[w] or start(study, table, forest)
             outcome = _step(jobs[w], table, study, rungs, objectives)
             if outcome is True:
                 points.append((float(jobs[w].accuracy[-1]), float(jobs[w].density[-1])))

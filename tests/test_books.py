@@ -17,6 +17,7 @@ import pytest
 from sweeps.records.lock import LOCK_FILE, SweepLock
 from sweeps.records.results import ResultsTable, journal_path, read_table, write_rows
 from sweeps.records.state import SWEEP_STATE_FILE
+from tests import warm_driver
 from tests.test_sweeps import write_space
 from tests.test_torn_resume import ENV, rows_so_far, sweep_command
 from weightmom.errors import UsageError
@@ -87,7 +88,7 @@ def test_a_start_up_killed_in_mlflow_s_migration_starts_again(tmp_path: Path) ->
     finally:
         stop(first)
     assert not (out / SWEEP_STATE_FILE).exists(), "killed too late to test a start-up"
-    again = subprocess.run(command, capture_output=True, text=True, timeout=600, env=ENV)
+    again = warm_driver.run_cli(command, tmp_path, "again", ENV)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Traceback" not in again.stderr
     assert "held the partial files of a sweep start that was interrupted" in again.stderr
@@ -100,11 +101,11 @@ def test_rows_lost_from_trials_parquet_are_rebuilt_on_resume(tmp_path: Path, mlf
     """The stuck folder: fewer rows than finished trials, the budget spent. --resume settles it."""
     out, trials = tmp_path / "sweep", 3
     command = sweep_command(tiny_space(tmp_path, "stuck", trials), out, mlflow_server.uri)
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600, env=ENV)
+    done = warm_driver.run_cli(command, tmp_path, "first", ENV)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = read_table(out / "trials.parquet")
     write_rows(out / "trials.parquet", rows[:1])   # what two drivers rewriting the table left
-    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600, env=ENV)
+    resumed = warm_driver.run_cli([*command, "--resume"], tmp_path, "resumed", ENV)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "books reconciled: 2 finished trials' rows rebuilt" in resumed.stderr
     after = {r["trial_id"]: r for r in read_table(out / "trials.parquet")}
@@ -113,7 +114,7 @@ def test_rows_lost_from_trials_parquet_are_rebuilt_on_resume(tmp_path: Path, mlf
         rebuilt = after[row["trial_id"]]
         assert rebuilt["mlflow_run_id"] == row["mlflow_run_id"] and rebuilt["state"] == row["state"]
         assert rebuilt["config.lr"] == row["config.lr"] and rebuilt["test_accuracy"] == row["test_accuracy"]
-    again = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600, env=ENV)
+    again = warm_driver.run_cli([*command, "--resume"], tmp_path, "again", ENV)
     assert again.returncode == 0 and f"{trials} of {trials} trials settled" in again.stdout
 
 

@@ -23,6 +23,7 @@ from sweeps.execution.ray_session import psutil
 from sweeps.records.results import read_table, recorded_name
 from sweeps.records.state import load_state
 from sweeps.search.searcher import RAY_TRIAL_ID
+from tests import warm_driver
 from tests.sweep_helpers import child_runs, rows_so_far, run_until, wait_for, write_space
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -76,7 +77,7 @@ def test_torn_snapshot_resume_settles_every_trial_once(tmp_path: Path, mlflow_se
         expected_start[trial_id] = max((e for e in epochs if e is not None and e <= logged.get(trial_id, 0)),
                                        default=0)
 
-    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600, env=ENV)
+    resumed = warm_driver.run_cli([*command, "--resume"], tmp_path, "resumed", ENV)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     line = (f"snapshot unreadable; recovered {finished} finished, {len(running)} re-queued, "
             f"{trials - finished - len(running)} to sample")
@@ -184,7 +185,7 @@ def test_interrupted_sweep_exits_non_zero_with_the_count_and_resume_completes_it
     client = MlflowClient(mlflow_server.uri)
     assert client.get_run(load_state(out).parent_run_id).info.status == "KILLED"
 
-    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=600, env=ENV)
+    resumed = warm_driver.run_cli([*command, "--resume"], tmp_path, "resumed", ENV)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "snapshot unreadable" not in resumed.stderr   # a readable snapshot goes to Ray as before
     assert f"{trials} of {trials} trials settled: {trials} complete, 0 pruned, 0 failed" in resumed.stdout

@@ -73,3 +73,10 @@ def run(argv: list[str], folder: Path, name: str, env: dict[str, str],
         if driver.poll() is None:
             driver.kill_group()
     return subprocess.CompletedProcess(argv, code, driver.stdout.read_text(), driver.stderr.read_text())
+
+
+def run_cli(command: list[str], folder: Path, name: str, env: dict[str, str] | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess:
+    """`run` for a whole `python -m weightmom_sweeps ...` command line, as the tests build them (env: the test's)."""
+    assert command[:3] == [sys.executable, "-m", "weightmom_sweeps"], command[:3]
+    return run(command[3:], folder, name, dict(os.environ) if env is None else env, timeout)
