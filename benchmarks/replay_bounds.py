@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import argparse
 import copy
+import sys
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -33,9 +35,10 @@ import replay
 from optuna.distributions import CategoricalDistribution
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
-from search_quality import bootstrap_median
+from search_quality import print_summary, replay_summary
 
-from sweeps import Rungs, load_space
+from sweeps import Rungs, dominates, load_space
+from weightmom.errors import UsageError
 
 
 @dataclass
@@ -49,7 +52,7 @@ class DominatedFractionRungs(Rungs):
         if milestone is None:
             return True
         rung = self.recorded[milestone]
-        dominated_by = sum(all(a >= b for a, b in zip(p, point)) and p != point for p in rung.values())
+        dominated_by = sum(dominates(p, point) for p in rung.values())
         go_on = dominated_by <= int(self.fraction * len(rung))
         rung[trial_id] = point
         return go_on
@@ -160,33 +163,35 @@ ARMS = ["random+fifo", "random+moasha", "random+domfrac", "oracle+fifo", "oracle
         "stratified-tpe+moasha", "stratified-tpe+domfrac"]
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--table", default="benchmarks/data/digits-wide.parquet")
+    parser.add_argument("--table", type=Path, default=Path("benchmarks/data/digits-wide.parquet"))
     parser.add_argument("--space", default="digits-wide")
     parser.add_argument("--repeats", type=int, default=40)
     parser.add_argument("--q", type=float, default=0.9, help="the oracle's configs: the top 1-q at each density")
     parser.add_argument("--domfrac-x", type=float, default=9.0, help="domfrac stops past 1/x dominating")
     parser.add_argument("--grace-period", type=int, default=1)
     parser.add_argument("--reduction-factor", type=float, default=3.0)
-    parser.add_argument("--arms", nargs="+", default=ARMS)
+    parser.add_argument("--arms", nargs="+", default=ARMS, choices=ARMS)
     args = parser.parse_args()
-    space = load_space(args.space)
-    table = replay.load_table(args.table, space)
-    forest = replay.load_forest(args.table, table)
+    if not args.table.is_file():
+        print(f"error: no such table: {args.table}", file=sys.stderr)
+        return 2
+    try:
+        space = load_space(args.space)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    table = replay.load_table(str(args.table), space)
+    forest = replay.load_forest(str(args.table), table)
     budget = 40 * space.epochs
-    rng = np.random.default_rng(0)
-    target = None
-    for name in ["random+fifo", *[a for a in args.arms if a != "random+fifo"]]:
-        started = time.perf_counter()
-        curves = arm_curves(name, args, table, forest, space, budget)
-        target = target if target is not None else float(np.median(curves[:, -1]))
-        reached = curves >= target - 1e-12
-        when = np.where(reached.any(axis=1), (reached.argmax(axis=1) + 1) / budget, 1.0)
-        low, high = bootstrap_median(when, rng)
-        print(f"{name:24s} time_to_target {np.median(when):.3f} [{low:.3f}, {high:.3f}]  "
-              f"hv {np.median(curves[:, -1]):.4f}  ({time.perf_counter() - started:.0f} s)", flush=True)
+    started, curves = time.perf_counter(), {}
+    for name in ["random+fifo", *[a for a in args.arms if a != "random+fifo"]]:   # the target arm first
+        curves[name] = arm_curves(name, args, table, forest, space, budget)
+        print(f"{name}: {args.repeats} repeats, {time.perf_counter() - started:.0f} s so far", flush=True)
+    print_summary({**replay_summary(curves, budget), "wall_s": round(time.perf_counter() - started, 1)})
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -37,6 +37,7 @@ _EXPORTS = {
     "sweep_hypervolume": "sweeps.analysis.pareto",
     "front_rows": "sweeps.analysis.pareto",
     "Rungs": "sweeps.search.moasha",
+    "dominates": "sweeps.search.moasha",
     "make_sampler": "sweeps.search.samplers",
 }
 __all__ = sorted(_EXPORTS)

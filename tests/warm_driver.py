@@ -75,8 +75,8 @@ def run(argv: list[str], folder: Path, name: str, env: dict[str, str],
     return subprocess.CompletedProcess(argv, code, driver.stdout.read_text(), driver.stderr.read_text())
 
 
-def run_cli(command: list[str], folder: Path, name: str, env: dict[str, str] | None = None,
+def run_cli(command: list[str], folder: Path, name: str, env: dict[str, str],
             timeout: float = 600) -> subprocess.CompletedProcess:
-    """`run` for a whole `python -m weightmom_sweeps ...` command line, as the tests build them (env: the test's)."""
+    """`run` for a whole `python -m weightmom_sweeps ...` command line, as the tests build them."""
     assert command[:3] == [sys.executable, "-m", "weightmom_sweeps"], command[:3]
-    return run(command[3:], folder, name, dict(os.environ) if env is None else env, timeout)
+    return run(command[3:], folder, name, env, timeout)
