@@ -130,6 +130,19 @@ def test_digits_split(digits: TensorDataset) -> None:
     assert torch.equal(again.test_labels, digits.test_labels)
 
 
+def test_digits_is_scikit_learns_own_stratified_split(digits: TensorDataset) -> None:
+    """The stored row order reproduces train_test_split exactly: the split every recorded digits sweep used."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = bunch.data.reshape(-1, 1, 8, 8).astype(np.uint8)
+    x_train, x_test, y_train, y_test = train_test_split(images, bunch.target, test_size=0.25, random_state=0,
+                                                        stratify=bunch.target)
+    assert np.array_equal(digits.train_images.numpy(), x_train) and np.array_equal(digits.train_labels.numpy(), y_train)
+    assert np.array_equal(digits.test_images.numpy(), x_test) and np.array_equal(digits.test_labels.numpy(), y_test)
+
+
 def test_to_moves_every_tensor(digits: TensorDataset) -> None:
     moved = digits.to("cpu")
     assert moved is not digits and moved.device == torch.device("cpu")
