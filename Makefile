@@ -17,8 +17,11 @@ demo: $(BIN)/weightmom
 	rm -rf runs/demo
 	$(BIN)/weightmom sweep digits-quick --trials 8 --out runs/demo
 
+# Both cores (pytest-xdist): the slow tests wait on Ray, MLflow and subprocesses for much of their time.
+# worksteal: a worker that runs out takes queued tests from the other, so the longest test does not end alone.
+TEST_WORKERS ?= 2
 test: $(BIN)/weightmom
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=15
 
 # The fast lane, while you work: everything that starts no Ray, MLflow server, browser or subprocess sweep.
 test-fast: $(BIN)/weightmom

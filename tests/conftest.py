@@ -111,9 +111,9 @@ def mlflow_server(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def local_ray():
-    """A small real Ray, shut down after the test."""
+    """A small real Ray, shared by a module's tests (its start and stop cost 5 s) and shut down after them."""
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
