@@ -168,8 +168,12 @@ def test_python_api_takes_a_model_object_a_factory_and_data_objects(user_dir: Pa
     from weightmom.data.imagefolder import load_imagefolder
     from weightmom.data.sources import as_tensor_dataset
 
+    # The user's folder as the cwd and first on sys.path, as `python -m` from it gives (a pytest-xdist worker
+    # has no '' on its path); the API itself needs no import path.
     monkeypatch.chdir(user_dir)
-    import mymod  # from the cwd, as `python -m` would; the API needs no import path
+    monkeypatch.syspath_prepend(str(user_dir))
+    monkeypatch.delitem(sys.modules, "mymod", raising=False)
+    import mymod
 
     digits = load_digits()
     images, labels = torch.tensor(digits.data.reshape(-1, 8, 8) / 16.0, dtype=torch.float32), digits.target
