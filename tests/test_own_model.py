@@ -178,12 +178,14 @@ def test_python_api_takes_a_model_object_a_factory_and_data_objects(user_dir: Pa
     digits = load_digits()
     images, labels = torch.tensor(digits.data.reshape(-1, 8, 8) / 16.0, dtype=torch.float32), digits.target
     data = ((images[:1500], labels[:1500]), (images[1500:], labels[1500:]), 10)
-    config = TrainConfig(method="gmp", density=0.5, epochs=2, device="cpu")
+    # 6 epochs: at 2, an unlucky initialisation (the net is built from the global RNG, whatever ran before in
+    # this process) ended at 0.17; at 6, the worst of 20 initialisations reached 0.455.
+    config = TrainConfig(method="gmp", density=0.5, epochs=6, device="cpu")
     net = mymod.build((1, 8, 8), 10, channels=20)
     result = train(config, data=data, model=net, progress=False)
     assert result.model is net and result.metrics["model"] == "<Sequential object>"
     assert result.metrics["dataset"] == "<data>" and result.input_shape == (1, 8, 8)
-    assert abs(result.metrics["density"] - 0.5) < 0.01 and result.metrics["test_accuracy"] > 0.2   # chance: 0.1
+    assert abs(result.metrics["density"] - 0.5) < 0.01 and result.metrics["test_accuracy"] > 0.3   # chance: 0.1
     result.save(str(user_dir / "object.pt"))
     checkpoint = load_checkpoint(user_dir / "object.pt")
     with pytest.raises(UsageError, match="passed to train"):
