@@ -17,9 +17,10 @@ demo: $(BIN)/weightmom
 	rm -rf runs/demo
 	$(BIN)/weightmom sweep digits-quick --trials 8 --out runs/demo
 
-# Both cores (pytest-xdist): the slow tests wait on Ray, MLflow and subprocesses for much of their time.
-# worksteal: a worker that runs out takes queued tests from the other, so the longest test does not end alone.
-TEST_WORKERS ?= 2
+# One process by default (0). TEST_WORKERS=2 runs on both cores with pytest-xdist (about 14 minutes instead
+# of 20), but the extra load brings out a race inside Ray's experiment-state sync (docs/testing.md), so CI
+# stays on one. worksteal: a worker that runs out takes queued tests from the other.
+TEST_WORKERS ?= 0
 test: $(BIN)/weightmom
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=15
 
