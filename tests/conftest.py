@@ -25,7 +25,7 @@ def pytest_collection_modifyitems(items) -> None:
     for item in items:
         if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
-    # Slow tests first (a stable sort): on two workers (TEST_WORKERS=2), the long ones start early and the
+    # Slow tests first (a stable sort): on two workers (make test's default), the long ones start early and the
     # quick ones fill in around them, rather than a long test starting last and ending alone.
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 

@@ -203,6 +203,7 @@ def _run_held(space: SearchSpace, options: SweepOptions) -> list[dict]:
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     ray_patches.bound_snapshot_cost()   # ... and at most ~5% of the driver's time however many trials
+    ray_patches.write_snapshots_after_uploads()   # ... each written only once the last is uploaded
     require(options.code_dir is None or not ray.is_initialized(),
             "--code-dir: Ray is already initialised in this process, so the sweep cannot ship the code")
     if options.resume:
