@@ -155,7 +155,8 @@ def main() -> None:
         books_only(args.trials)
         return
     logging.getLogger("ray").setLevel(logging.ERROR)
-    ray.init(num_cpus=args.concurrency, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=args.concurrency, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
     finishes, profile = Finishes(), cProfile.Profile()
     with tempfile.TemporaryDirectory() as tmp:
         space = load_space(write_space(Path(tmp), args.trials, args.concurrency))

@@ -50,7 +50,7 @@ def main() -> None:
     parser.add_argument("--only", choices=["moasha", "asha"], help="run one of the two sweeps")
     args = parser.parse_args()
     logging.getLogger("ray").setLevel(logging.ERROR)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     with tempfile.TemporaryDirectory() as tmp:
         for label, objectives in (("MO-ASHA (2 objectives)", 2), ("ASHA (val_accuracy only)", 1)):
             if args.only and args.only != ("moasha" if objectives == 2 else "asha"):

@@ -58,7 +58,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=2)
     args = parser.parse_args()
     logging.getLogger("ray").setLevel(logging.ERROR)
-    ray.init(num_cpus=args.concurrency, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=args.concurrency, include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
     print(f"ray {ray.__version__} | {args.trials} trials per sweep, {args.concurrency} at a time, 1 CPU each",
           flush=True)
     results = []

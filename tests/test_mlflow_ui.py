@@ -45,7 +45,7 @@ def finished_sweep(tmp_path_factory, mlflow_server) -> Path:
 
     folder = tmp_path_factory.mktemp("ui-sweep")
     space = write_space(folder, "ui-sweep", trials=3, early_stopping=False)
-    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
     try:
         assert main(["sweep", str(space), "--out", str(folder / "out"), "--tracking-uri", mlflow_server.uri,
                      "--verbose", "0"]) == 0
