@@ -32,10 +32,9 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from sweeps import Rungs, SearchSpace, accuracy_density_hypervolume, make_sampler
+from sweeps import LAST_RESULT, Rungs, SearchSpace, accuracy_density_hypervolume, make_sampler
 
 CHANCE = 0.1   # digits and CIFAR-10: 10 balanced classes
-LAST_RESULT = "last_result"   # a stopped trial's user attr: [epoch, val accuracy] where it stopped
 CELL = ("method", "density")   # looked up exactly
 
 
@@ -185,7 +184,7 @@ def sampler(name: str, seed: int, trials: int = 40) -> optuna.samplers.BaseSampl
 @dataclass
 class Arm:
     sampler: str
-    scheduler: str                # fifo | asha | moasha
+    scheduler: str                # fifo | asha | moasha | undominated (MO-ASHA with the undominated promotion)
     grace_period: int = 3
     reduction_factor: float = 3.0
 
@@ -236,7 +235,8 @@ def simulate(table: Table, arm: Arm, seed: int, horizon: int, workers: int = 2, 
     study = optuna.create_study(directions=["maximize", "minimize"],
                                 sampler=study_sampler or sampler(arm.sampler, seed))
     if rungs is None and arm.scheduler != "fifo":
-        rungs = Rungs(arm.grace_period, table.epochs, arm.reduction_factor)
+        rungs = Rungs(arm.grace_period, table.epochs, arm.reduction_factor,
+                      promotion="undominated" if arm.scheduler == "undominated" else "top")
     start = start or _start
     objectives = 1 if arm.scheduler == "asha" else 2
     curve, points, spent, value = np.zeros(horizon), [], 0, 0.0

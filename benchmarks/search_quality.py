@@ -45,7 +45,7 @@ import replay
 from sweeps import SweepOptions, accuracy_density_hypervolume, load_space, run_sweep
 from weightmom.errors import UsageError
 
-DEFAULT_ARM = "qmc+moasha"   # chosen on the replay evidence: docs/search.md
+DEFAULT_ARM = "frontier+undominated"   # chosen on the replay evidence: docs/search.md
 
 
 def hypervolume_at(folder: Path, budget: int, chance: float) -> tuple[float, int]:
@@ -95,7 +95,7 @@ def run_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     budget = args.budget_epochs or 40 * load_space(args.space).epochs
     logging.getLogger("ray").setLevel(logging.ERROR)
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     pairs, rng = [], np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(args.repeats):
@@ -114,8 +114,8 @@ def run_main(argv: list[str]) -> int:
 
 # --------------------------------------------------------------------------- replay mode (recorded tables)
 
-REPLAY_SAMPLERS = ("random", "qmc", "tpe", "nsga2")   # gp: add with --samplers (minutes per repeat)
-SCHEDULERS = ("fifo", "asha", "moasha")
+REPLAY_SAMPLERS = ("random", "qmc", "tpe", "nsga2", "frontier")   # gp: add with --samplers (minutes per repeat)
+SCHEDULERS = ("fifo", "asha", "moasha", "undominated")
 
 
 def bootstrap_median(values: np.ndarray, rng: np.random.Generator, draws: int = 2000) -> list[float]:
@@ -173,7 +173,7 @@ def anytime_plot(curves: dict[str, np.ndarray], budget: int, path: Path) -> None
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5), sharey=True)
+    fig, axes = plt.subplots(1, len(SCHEDULERS), figsize=(5 * len(SCHEDULERS), 4.5), sharey=True)
     x = np.arange(1, budget + 1)
     for ax, scheduler in zip(axes, SCHEDULERS):
         for name, c in curves.items():

@@ -39,6 +39,8 @@ _EXPORTS = {
     "Rungs": "sweeps.search.moasha",
     "dominates": "sweeps.search.moasha",
     "make_sampler": "sweeps.search.samplers",
+    "LAST_RESULT": "sweeps.search.frontier",
+    "FrontierSampler": "sweeps.search.samplers",
 }
 __all__ = sorted(_EXPORTS)
 

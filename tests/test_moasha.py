@@ -11,6 +11,7 @@ from sweeps.search.moasha import (
     milestones,
     pareto_ranks,
     promote,
+    promote_undominated,
     rung_order,
 )
 
@@ -106,3 +107,21 @@ def test_a_sweep_with_density_among_its_objectives_ranks_each_trial_on_its_targe
               "pruner.allocation": "uniform", "pruner.prune_end": 3}
     result = {"epoch": 1, "val_accuracy": 0.7, "density": 0.4}   # epoch 1 of 3 on the way to 1.8%
     assert isinstance(scheduler, MOASHAScheduler) and scheduler.point(result, config) == (0.7, -0.018)
+
+
+def test_the_undominated_rule_stops_only_what_enough_of_the_rung_dominates():
+    rung = [(0.9, -0.1)] * 9 + [(0.5, -0.01)]
+    assert not promote_undominated(rung, (0.8, -0.1), eta=3)   # 9 of 10 dominate it
+    assert promote_undominated(rung, (0.95, -0.3), eta=3)      # denser but more accurate: nothing dominates it
+    assert promote_undominated(rung, (0.4, -0.01), eta=3)      # one point dominates it: 1 <= floor(10 / 9)
+    assert not promote_undominated([*rung, (0.45, -0.01)], (0.4, -0.01), eta=3)   # two do: 2 > floor(11 / 9)
+    assert promote_undominated(rung, (0.85, -0.05), eta=3)   # on the rung's front, inside it
+    assert not promote(rung, (0.85, -0.05), eta=3)           # the top-1/eta rule stops it: not a boundary point
+    rungs = Rungs(grace_period=1, max_t=9, eta=3, promotion="undominated")
+    assert all(rungs.on_result(str(i), 1, (0.5 + i / 100, -0.1)) for i in range(5))   # each better than before
+    scheduler = pickle.loads(pickle.dumps(MOASHAScheduler(["val_accuracy", "density"], ["max", "min"],
+                                                          promotion="undominated")))
+    assert scheduler._rungs.promotion == "undominated"
+    old = Rungs(grace_period=1, max_t=9, eta=3)
+    del old.__dict__["promotion"]   # as pickled before the rule existed: the top-1/eta rule
+    assert old.promotion == "top"

@@ -7,7 +7,8 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from sweeps import load_space
+from sweeps import LAST_RESULT, load_space
+from sweeps.search.frontier import AccuracyView
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import replay  # noqa: E402
@@ -70,33 +71,24 @@ def test_the_proxy_reads_nas_bench_201_and_its_front_only_grows():
     assert len(curve) == 12 and np.all(np.diff(curve) >= 0) and curve[-1] > 0
 
 
-def test_the_dominated_fraction_rule_stops_only_what_enough_of_the_rung_dominates():
-    import replay_bounds
-
-    rungs = replay_bounds.DominatedFractionRungs(1, 9, 3.0, fraction=1 / 3)
-    assert rungs.on_result("a", 1, (0.9, -0.1))       # the first at a rung continues
-    assert rungs.on_result("b", 1, (0.5, -0.01))      # sparser: nothing dominates it
-    assert rungs.on_result("c", 1, (0.95, -0.3))      # more accurate: nothing dominates it
-    assert not rungs.on_result("d", 1, (0.4, -0.3))   # dominated by a, b and c: 3 of 3, past 1/3
-    assert rungs.on_result("e", 1, (0.85, -0.2))      # dominated by a alone: 1 of 4, within 1/3
-    assert rungs.on_result("a", 2, (0.9, -0.1))       # between rungs: nothing to decide
+# The dominated-fraction rule is MO-ASHA's `undominated` promotion now: tests/test_moasha.py.
 
 
 def test_the_stratified_tpe_draws_every_density_in_turn_and_learns_from_stopped_trials():
     import replay_bounds
 
     space = load_space("digits-wide")
-    study = optuna.create_study(directions=["maximize", "minimize"], sampler=replay_bounds.stratified_tpe(seed=0))
+    study = optuna.create_study(directions=["maximize", "minimize"], sampler=replay_bounds.frontier(0, explore=1.0))
     for i in range(21):
         trial = study.ask()
         space.define_by_run(trial)
         if i % 2:   # stopped at epoch 1, its rung value kept where the view reads it
-            trial.set_user_attr(replay.LAST_RESULT, [1, 0.1 + 0.8 * trial.params["lr"]])
+            trial.set_user_attr(LAST_RESULT, [1, 0.1 + 0.8 * trial.params["lr"]])
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         else:
             study.tell(trial, [0.9, trial.params["density"]])
     densities = [t.params["density"] for t in study.trials]
     assert sorted(densities) == sorted(space.params["density"].choices * 3)   # 21 trials: each of 7 three times
-    view = replay_bounds.RungAccuracyView(study).get_trials(states=(optuna.trial.TrialState.PRUNED,))
+    view = AccuracyView(study).get_trials(states=(optuna.trial.TrialState.PRUNED,))
     assert all(t.intermediate_values == {1: 0.1 + 0.8 * t.params["lr"]} for t in view)
     assert not study.trials[1].intermediate_values   # the study itself is left as it was

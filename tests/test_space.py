@@ -309,6 +309,11 @@ BAD = {
         lambda d: (d["fixed"].pop("epochs"), d["params"].update(epochs={"type": "int", "low": 5, "high": 10}),
                    d.update(early_stopping=True)), "early_stopping.enabled"),
     "bad early stopping value": (_set("early_stopping", "yes"), "early_stopping.enabled"),
+    "unknown promotion rule": (_set("early_stopping", {"promotion": "best"}), "early_stopping.promotion"),
+    "frontier without a density grid": (_set("sampler", "frontier"), "sampler"),
+    "frontier with one objective": (_both(_both(_set("sampler", "frontier"), _set("objectives", [
+        {"metric": "val_accuracy", "mode": "max"}])), _set("params/density", {"type": "categorical",
+                                                                              "choices": [0.02, 0.1]})), "sampler"),
 }
 
 

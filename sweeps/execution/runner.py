@@ -156,7 +156,8 @@ def make_scheduler(space: SearchSpace):
     if len(space.objectives) >= 2:
         final_values = {"density": TargetDensity(space)} if "density" in space.metrics else {}
         return MOASHAScheduler(space.metrics, space.modes, time_attr="epoch", max_t=space.epochs, grace_period=grace,
-                               reduction_factor=space.early_stopping.reduction_factor, final_values=final_values)
+                               reduction_factor=space.early_stopping.reduction_factor, final_values=final_values,
+                               promotion=space.early_stopping.promotion)
     return LiveASHAScheduler(metric=first.metric, mode=first.mode, time_attr="epoch",
                          max_t=space.epochs, grace_period=min(space.early_stopping.grace_period, space.epochs),
                          reduction_factor=space.early_stopping.reduction_factor)

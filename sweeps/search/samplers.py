@@ -1,7 +1,10 @@
-"""Which Optuna sampler chooses a sweep's trials: `sampler: tpe | random | qmc | nsga2 | grid` in a space.
+"""Which Optuna sampler chooses a sweep's trials: `sampler: tpe | frontier | random | qmc | nsga2 | grid`.
 
 - tpe (default): multivariate, grouped TPE with the constant liar, for conditional spaces run in parallel,
   over the newest TPE_WINDOW trials (see RecentTPESampler).
+- frontier: TPE that learns how to train from every trial, stopped ones included, and draws the density
+  where a well-trained network would add most to the front (sweeps.search.frontier). With MO-ASHA's
+  `undominated` promotion, the best arm of the replays (docs/search.md); the wide spaces use it.
 - random: the baseline a guided search has to beat.
 - qmc: scrambled Sobol points: random search's even-handedness, with the space covered more evenly (the
   params of the first trial's branch; a `when` param outside it is drawn at random). With MO-ASHA, the best
@@ -15,9 +18,14 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import optuna
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState
 
-SAMPLERS = ("tpe", "random", "qmc", "nsga2", "grid")
+from sweeps.search.frontier import DENSITY, EXPLORE, AccuracyView, frontier_density
+
+SAMPLERS = ("tpe", "frontier", "random", "qmc", "nsga2", "grid")
 # TPE's cost per suggestion grows with the trials it models (0.04 s at 100, 0.07 s at 2,000 on the 2-core machine,
 # the driver's largest growing cost in benchmarks/driver_scale.py). Past this many trials it models the
 # newest ones only: a sweep of up to TPE_WINDOW trials is sampled exactly as by plain TPE.
@@ -40,6 +48,9 @@ def make_sampler(name: str, trials: int, seed: int) -> optuna.samplers.BaseSampl
             import scipy.stats  # noqa: F401  (here, not in its first draw: Ray warns when one takes over a second)
             return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=seed,
                                               warn_independent_sampling=False)
+        if name == "frontier":
+            return FrontierSampler(multivariate=True, group=True, constant_liar=True, seed=seed,
+                                   n_startup_trials=min(5, max(2, trials // 3)))
         return RecentTPESampler(multivariate=True, group=True, constant_liar=True, seed=seed,
                                 n_startup_trials=min(10, max(2, trials // 3)))
 
@@ -81,3 +92,33 @@ class RecentTrials:
     def _get_trials(self, deepcopy: bool = True, states=None, use_cache: bool = False) -> list:
         # Slicing, not filtering: a pass over every trial per call would grow with the study again.
         return self._study._get_trials(deepcopy=deepcopy, states=states, use_cache=use_cache)[-self._window:]
+
+
+class FrontierSampler(RecentTPESampler):
+    """TPE on AccuracyView over every param but the density, which `frontier_density` draws (sweeps.search.frontier)."""
+
+    def __init__(self, *args, explore: float = EXPLORE, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.explore = explore
+        self._draw = np.random.default_rng(kwargs.get("seed"))
+
+    def infer_relative_search_space(self, study, trial):
+        space = super().infer_relative_search_space(AccuracyView(study), trial)
+        space.pop(DENSITY, None)
+        return space
+
+    def sample_relative(self, study, trial, search_space):
+        return super().sample_relative(AccuracyView(study), trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        if param_name != DENSITY or not isinstance(param_distribution, CategoricalDistribution):
+            return super().sample_independent(AccuracyView(study), trial, param_name, param_distribution)
+        trials = study.get_trials(deepcopy=False)
+        done = [(t.values[0], t.params[DENSITY]) for t in trials
+                if t.state == TrialState.COMPLETE and t.values is not None and DENSITY in t.params]
+        choice = frontier_density(done, param_distribution.choices) if done else None
+        if choice is None or self._draw.random() < self.explore:
+            tried = [sum(t.params.get(DENSITY) == c for t in trials) for c in param_distribution.choices]
+            least = np.flatnonzero(np.array(tried) == min(tried))
+            choice = param_distribution.choices[self._draw.choice(least)]
+        return choice

@@ -25,6 +25,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from sweeps.records.requeue import REQUEUED
+from sweeps.search.frontier import LAST_RESULT
 
 RAY_TRIAL_ID = "ray_trial_id"        # Optuna user attr: the Ray trial that ran this Optuna trial
 RAY_TRIAL_LATEST = "ray_trial_latest"    # Optuna user attr: the Ray trial that runs it again after a recovery
@@ -99,10 +100,17 @@ class BudgetAwareOptunaSearch(OptunaSearch):
             self._ot_trials.pop(trial_id)
             return
         finished = bool(result) and not error and result.get(self.budget_key, 0) >= self.budget
+        if trial is not None and result and not error and not finished:   # stopped: where it got to, for frontier
+            self._keep_last_result(trial, result)
         # OptunaSearch turns "no values, no error" into PRUNED and "no values, error" into FAIL.
         super().on_trial_complete(trial_id, result if finished else None, error)
         if trial is not None and self._settled(trial):   # told (a failed tell leaves it RUNNING, and known to Ray)
             self._ot_trials.pop(trial_id)   # Ray never reports on it again, and snapshots stay small
+
+    def _keep_last_result(self, trial: optuna.Trial, result: dict) -> None:
+        first = self._metric[0] if isinstance(self._metric, list) else self._metric
+        if self.budget_key in result and isinstance(result.get(first), (int, float)):
+            trial.set_user_attr(LAST_RESULT, [result[self.budget_key], float(result[first])])
 
     def _settled(self, trial: optuna.Trial) -> bool:
         return self._ot_study._storage.get_trial(trial._trial_id).state.is_finished()

@@ -199,6 +199,18 @@ def check_start_point(index: int, point: dict, raw: RawSpace, fixed: dict) -> No
                               f"(when: {other} in {list(values)})")
 
 
+def check_frontier(raw: RawSpace) -> None:
+    """`sampler: frontier` draws the density itself from a grid: it needs one, and density as the 2nd objective."""
+    if raw.sampler != "frontier":
+        return
+    if not isinstance(raw.params.get("density"), CategoricalParam):
+        raise Invalid("sampler: frontier draws the density from its choices; make params.density categorical "
+                      "(a log grid, e.g. [0.01, 0.03, 0.1, 0.3])")
+    metrics = [(o.metric, o.mode) for o in raw.objectives]
+    if len(metrics) != 2 or metrics[1] != ("density", "min") or metrics[0][1] != "max":
+        raise Invalid("sampler: frontier needs two objectives: an accuracy (mode max), then density (mode min)")
+
+
 def check_objectives(raw: RawSpace, fixed: dict) -> None:
     """1 to 3 distinct objectives, each a metric every trial reports; never a test metric.
 

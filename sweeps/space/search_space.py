@@ -20,6 +20,7 @@ import pydantic
 import search_spaces
 from sweeps.space.checks import (
     check_fixed,
+    check_frontier,
     check_objectives,
     check_params,
     check_sources,
@@ -66,6 +67,7 @@ class EarlyStopping:
     enabled: bool            # already resolved from auto
     grace_period: int        # epochs before ASHA may stop a trial
     reduction_factor: float
+    promotion: str = "top"   # MO-ASHA's rule; a default, so that a space pickled before it still loads
 
 
 @dataclass(frozen=True)
@@ -198,8 +200,10 @@ def _compile(raw: RawSpace, path: Path, import_code: bool) -> SearchSpace:
         # A finished sweep's own copy, accepted by the version that ran it: pareto, best and table read the
         # folder whatever today's early-stopping rules would say of it.
         enabled, grace_period = False, raw.early_stopping.grace_period or 1
-    early_stopping = EarlyStopping(enabled, grace_period, raw.early_stopping.reduction_factor)
+    early_stopping = EarlyStopping(enabled, grace_period, raw.early_stopping.reduction_factor,
+                                   raw.early_stopping.promotion)
     check_objectives(raw, fixed)
+    check_frontier(raw)
     trials, start_points = _trials_and_points(raw)
     return SearchSpace(
         name=raw.name or path.stem, path=path, description=raw.description, trials=trials, sampler=raw.sampler,
