@@ -70,7 +70,10 @@ class AccuracyView:
 
 
 def dominated_area(points: Sequence[tuple[float, float]]) -> float:
-    """The area (accuracy, density) points dominate in (-log10 density, accuracy) space, from (0, 0)."""
+    """The area (accuracy, density) points dominate in (-log10 density, accuracy) space, from (0, 0).
+
+    analysis.pareto.accuracy_density_hypervolume, unscaled: analysis/ sits above search/ (test_layers), and
+    the density choice only compares gains, which the floor, chance and normalisation scale alike."""
     area, height, xs = 0.0, 0.0, sorted(((-math.log10(d), a) for a, d in points), reverse=True)
     for (x, a), (x_next, _) in zip(xs, [*xs[1:], (0.0, 0.0)]):
         height = max(height, a)
