@@ -173,11 +173,15 @@ def forest_fit_error(table: Table, frame: pd.DataFrame, folds: int = 10) -> dict
 
 
 def sampler(name: str, seed: int, trials: int = 40) -> optuna.samplers.BaseSampler:
-    """The arms' samplers: the sweeps' own random / qmc / tpe / nsga2, and the GP sampler besides."""
+    """The arms' samplers: the sweeps' own, and two Gaussian-process ones besides, too slow to run by default:
+    Optuna's GPSampler, and BoTorch's qNEHVI (optuna-integration's BoTorchSampler; the `qnehvi` extra)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         if name == "gp":
             return optuna.samplers.GPSampler(seed=seed, n_startup_trials=10)
+        if name == "qnehvi":   # its default acquisition with 2 or 3 objectives: (log) qNEHVI
+            from optuna_integration import BoTorchSampler
+            return BoTorchSampler(seed=seed, n_startup_trials=10)
         return make_sampler(name, trials, seed)
 
 

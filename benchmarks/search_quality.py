@@ -9,7 +9,7 @@ early stopping: MO-ASHA with two objectives) and random search without early sto
 the B-th epoch of the sweep, in the order MLflow logged them: the default sweep gets enough trials to spend B.
 
     python benchmarks/search_quality.py run --space digits-wide --repeats 20 \
-        --json benchmarks/data/digits-wide-real.json
+        --json benchmarks/data/digits-wide-real.json      # --resume: keep the pairs the JSON holds, run the rest
 
 Replay mode: every sampler x scheduler arm on a recorded table (benchmarks/replay.py), R repeats each, at
 equal compute in epochs; prints and writes (--json) per arm the median hypervolume at the budget and
@@ -86,19 +86,32 @@ def paired_summary(pairs: list[dict], rng: np.random.Generator) -> dict:
             "paired_difference": {"median": float(np.median(diff)), "ci": bootstrap_median(diff, rng)}}
 
 
+def resumed_pairs(path: Path | None, space: str, budget: int) -> list[dict]:
+    """The pairs an earlier run of the same space, budget and default wrote to `path` (seeds 0, 1, ... in order)."""
+    if path is None or not path.is_file():
+        raise UsageError(f"--resume needs the --json file of an earlier run; there is none at {path}")
+    earlier = json.loads(path.read_text())
+    if (earlier.get("space"), earlier.get("budget_epochs"), earlier.get("default")) != (space, budget, DEFAULT_ARM):
+        raise UsageError(f"{path} holds another run (space {earlier.get('space')}, budget "
+                         f"{earlier.get('budget_epochs')}, default {earlier.get('default')}): not resumed")
+    return earlier["pairs"]
+
+
 def run_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="search_quality.py run", description="paired real sweeps, equal compute")
     parser.add_argument("--space", default="digits-wide")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--budget-epochs", type=int, help="default: 40 full-budget trials' worth")
     parser.add_argument("--json", type=Path, help="written after every repeat")
+    parser.add_argument("--resume", action="store_true", help="keep the pairs already in --json, run the rest")
     args = parser.parse_args(argv)
     budget = args.budget_epochs or 40 * load_space(args.space).epochs
+    pairs = resumed_pairs(args.json, args.space, budget) if args.resume else []
     logging.getLogger("ray").setLevel(logging.ERROR)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    pairs, rng = [], np.random.default_rng(0)
+    rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
-        for seed in range(args.repeats):
+        for seed in range(len(pairs), args.repeats):
             pairs.append(run_pair(Path(tmp), args.space, seed, budget))
             p = pairs[-1]
             print(f"repeat {seed}: default {p[DEFAULT_ARM]['hv']:.4f} ({p[DEFAULT_ARM]['wall_s']:.0f} s), random "
@@ -114,7 +127,8 @@ def run_main(argv: list[str]) -> int:
 
 # --------------------------------------------------------------------------- replay mode (recorded tables)
 
-REPLAY_SAMPLERS = ("random", "qmc", "tpe", "nsga2", "frontier")   # gp: add with --samplers (minutes per repeat)
+REPLAY_SAMPLERS = ("random", "qmc", "tpe", "nsga2", "frontier")
+GP_SAMPLERS = ("gp", "qnehvi")   # add with --samplers: minutes per repeat (qnehvi: pip install -e '.[qnehvi]')
 SCHEDULERS = ("fifo", "asha", "moasha", "undominated")
 
 
@@ -201,7 +215,7 @@ def replay_main(argv: list[str]) -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--plot", type=Path, help="anytime plot (PNG): median and 95%% band per arm")
     parser.add_argument("--samplers", nargs="+", default=list(REPLAY_SAMPLERS),
-                        choices=[*REPLAY_SAMPLERS, "gp"])
+                        choices=[*REPLAY_SAMPLERS, *GP_SAMPLERS])
     parser.add_argument("--lookup", choices=["forest", "nearest"], default="forest",
                         help="a fitted surrogate (default) or the nearest recorded trial (benchmarks/replay.py)")
     parser.add_argument("--workers", type=int, default=2, help="asynchronous workers of the replayed sweep")
@@ -210,6 +224,7 @@ def replay_main(argv: list[str]) -> int:
     parser.add_argument("--grace-period", type=int, help="default: the space's")
     parser.add_argument("--reduction-factor", type=float, help="default: the space's")
     args = parser.parse_args(argv)
+    check_installed(args.samplers)
     if not args.table.is_file():
         print(f"error: no such table: {args.table}", file=sys.stderr)
         return 2
@@ -241,10 +256,12 @@ def proxy_main(argv: list[str]) -> int:
     parser.add_argument("--dataset", default="cifar10", choices=sorted(proxy.CHANCE))
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--trials", type=int, default=40, help="the budget, in trials (no curves: no scheduler)")
-    parser.add_argument("--samplers", nargs="+", default=list(REPLAY_SAMPLERS), choices=[*REPLAY_SAMPLERS, "gp"])
+    parser.add_argument("--samplers", nargs="+", default=list(REPLAY_SAMPLERS),
+                        choices=[*REPLAY_SAMPLERS, *GP_SAMPLERS])
     parser.add_argument("--procs", type=int, default=2)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    check_installed(args.samplers)
     try:
         size_max = proxy.largest_size(proxy.load(args.dataset, 0))
     except ImportError:
@@ -263,6 +280,16 @@ def proxy_main(argv: list[str]) -> int:
     if args.json:
         args.json.write_text(json.dumps(summary, indent=1))
     return 0
+
+
+def check_installed(samplers: list[str]) -> None:
+    """The optional samplers' packages, checked before any work starts (a worker's ImportError is a traceback)."""
+    if "qnehvi" in samplers:
+        try:
+            import botorch  # noqa: F401
+            import optuna_integration  # noqa: F401
+        except ImportError:
+            raise UsageError("--samplers qnehvi needs BoTorch: pip install -e '.[qnehvi]'") from None
 
 
 def print_summary(summary: dict) -> None:

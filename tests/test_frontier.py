@@ -11,7 +11,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
 from sweeps.search.frontier import LAST_RESULT, AccuracyView, dominated_area, frontier_density
-from sweeps.search.samplers import FrontierSampler, make_sampler
+from sweeps.search.samplers import FrontierSampler, RecentTPESampler, make_sampler
 from sweeps.search.searcher import BudgetAwareOptunaSearch
 from sweeps.space.search_space import load_space
 from tests.sweep_helpers import write_space
@@ -65,6 +65,22 @@ def test_the_sampler_draws_the_frontier_density_and_learns_the_rest():
     assert drawn[0] == 0.03 and max(counts) - min(counts) <= 1, counts   # 12 trials: 3 at each density
     assert isinstance(make_sampler("frontier", 40, 0), FrontierSampler)
     assert math.isclose(make_sampler("frontier", 40, 0).explore, 0.75)
+
+
+def test_without_a_density_param_it_draws_what_multi_objective_tpe_draws():
+    """NAS-Bench-201 (benchmarks/proxy.py) has no density knob: the second objective, size, has no one param."""
+    def draws(sampler: optuna.samplers.BaseSampler) -> list[tuple[str, float]]:
+        study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
+        for _ in range(12):
+            trial = study.ask()
+            op, width = trial.suggest_categorical("op", ["conv", "pool", "skip"]), trial.suggest_float("w", 0.0, 1.0)
+            size = width * {"conv": 1.0, "pool": 0.1, "skip": 0.0}[op]
+            study.tell(trial, [width - (op == "skip"), size])
+        return [(t.params["op"], t.params["w"]) for t in study.trials]
+
+    tpe = dict(multivariate=True, group=True, constant_liar=True, seed=3, n_startup_trials=4)
+    assert draws(FrontierSampler(**tpe)) == draws(RecentTPESampler(**tpe))
+    assert draws(FrontierSampler(**tpe)) != draws(RecentTPESampler(**{**tpe, "seed": 4}))   # the check can fail
 
 
 def test_the_searcher_keeps_where_a_stopped_trial_got_to(tmp_path: Path) -> None:

@@ -92,3 +92,21 @@ def test_the_stratified_tpe_draws_every_density_in_turn_and_learns_from_stopped_
     view = AccuracyView(study).get_trials(states=(optuna.trial.TrialState.PRUNED,))
     assert all(t.intermediate_values == {1: 0.1 + 0.8 * t.params["lr"]} for t in view)
     assert not study.trials[1].intermediate_values   # the study itself is left as it was
+
+
+def test_a_real_run_resumes_only_from_its_own_pairs(tmp_path):
+    import json
+
+    import pytest
+    import search_quality
+
+    from weightmom.errors import UsageError
+    path = tmp_path / "run.json"
+    pairs = [{"seed": 0, search_quality.DEFAULT_ARM: {"hv": 0.9}, "random+fifo": {"hv": 0.8}}]
+    path.write_text(json.dumps({"space": "digits-wide", "budget_epochs": 360, "default": search_quality.DEFAULT_ARM,
+                                "pairs": pairs}))
+    assert search_quality.resumed_pairs(path, "digits-wide", 360) == pairs
+    with pytest.raises(UsageError, match="another run"):
+        search_quality.resumed_pairs(path, "digits-wide", 180)
+    with pytest.raises(UsageError, match="none at"):
+        search_quality.resumed_pairs(tmp_path / "absent.json", "digits-wide", 360)

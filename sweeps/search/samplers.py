@@ -95,24 +95,36 @@ class RecentTrials:
 
 
 class FrontierSampler(RecentTPESampler):
-    """TPE on AccuracyView over every param but the density, which `frontier_density` draws (sweeps.search.frontier)."""
+    """TPE on AccuracyView over every param but the density, which `frontier_density` draws (sweeps.search.frontier).
+
+    A study with no `density` param has nothing to place: what sets its second objective is spread over many
+    params (NAS-Bench-201's model size over the whole cell, benchmarks/proxy.py). There TPE reads the study as
+    it is, both objectives, as `sampler: tpe` does; the sweeps' space check refuses such a space in one line.
+    """
 
     def __init__(self, *args, explore: float = EXPLORE, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.explore = explore
         self._draw = np.random.default_rng(kwargs.get("seed"))
+        self._places_density = False   # set once a trial has a density param: a study keeps its params
+
+    def _view(self, study):
+        if not self._places_density:
+            self._places_density = any(DENSITY in t.params for t in study.get_trials(deepcopy=False))
+        return AccuracyView(study) if self._places_density else study
 
     def infer_relative_search_space(self, study, trial):
-        space = super().infer_relative_search_space(AccuracyView(study), trial)
+        space = super().infer_relative_search_space(self._view(study), trial)
         space.pop(DENSITY, None)
         return space
 
     def sample_relative(self, study, trial, search_space):
-        return super().sample_relative(AccuracyView(study), trial, search_space)
+        return super().sample_relative(self._view(study), trial, search_space)
 
     def sample_independent(self, study, trial, param_name, param_distribution):
         if param_name != DENSITY or not isinstance(param_distribution, CategoricalDistribution):
-            return super().sample_independent(AccuracyView(study), trial, param_name, param_distribution)
+            return super().sample_independent(self._view(study), trial, param_name, param_distribution)
+        self._places_density = True
         trials = study.get_trials(deepcopy=False)
         done = [(t.values[0], t.params[DENSITY]) for t in trials
                 if t.state == TrialState.COMPLETE and t.values is not None and DENSITY in t.params]
