@@ -32,7 +32,7 @@ import pandas as pd
 import replay
 from search_quality import print_summary, replay_summary
 
-from sweeps import FrontierSampler, Rungs, load_space
+from sweeps import FrontierSampler, load_space
 from weightmom.errors import UsageError
 
 
@@ -68,15 +68,13 @@ def arm_curves(name: str, args, table, forest, space, budget: int) -> np.ndarray
     sampler_name, scheduler = name.split("+")
     curves = []
     for seed in range(args.repeats):
-        arm = replay.Arm("random", "fifo" if scheduler == "fifo" else "moasha", args.grace_period,
+        arm = replay.Arm("random", "undominated" if scheduler == "domfrac" else scheduler, args.grace_period,
                          args.reduction_factor)
-        rungs = (Rungs(args.grace_period, table.epochs, args.reduction_factor, promotion="undominated")
-                 if scheduler == "domfrac" else None)
         start = oracle_start(str(args.table), space, args.q, seed) if sampler_name == "oracle" else None
         study_sampler = (frontier(seed, 1.0) if sampler_name == "stratified-tpe" else
                          frontier(seed, args.explore) if sampler_name == "frontier-tpe" else None)
         curves.append(replay.simulate(table, arm, seed, budget, 2, forest, study_sampler=study_sampler,
-                                      rungs=rungs, start=start))
+                                      start=start))
     return np.stack(curves)
 
 

@@ -109,9 +109,10 @@ class FrontierSampler(RecentTPESampler):
         self._places_density = False   # set once a trial has a density param: a study keeps its params
 
     def _view(self, study):
+        """The study TPE reads. The window comes first, so AccuracyView copies only the trials TPE models."""
         if not self._places_density:
             self._places_density = any(DENSITY in t.params for t in study.get_trials(deepcopy=False))
-        return AccuracyView(study) if self._places_density else study
+        return AccuracyView(RecentTrials(study, self.window)) if self._places_density else study
 
     def infer_relative_search_space(self, study, trial):
         space = super().infer_relative_search_space(self._view(study), trial)
