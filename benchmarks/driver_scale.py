@@ -31,7 +31,8 @@ import ray
 import yaml
 
 from sweeps import SweepOptions, load_space, run_sweep
-from sweeps.recorder.recorder import SweepRecorder
+from sweeps.bookkeeping.recorder import SweepRecorder
+from sweeps.records.folder import MLFLOW_ARTIFACTS, MLFLOW_DB, OPTUNA_DB
 
 
 def write_space(folder: Path, trials: int, concurrency: int) -> Path:
@@ -92,11 +93,11 @@ def books_only(trials: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         space = load_space(write_space(out, trials, 2))
-        uri = f"sqlite:///{out / 'mlflow.db'}"
+        uri = f"sqlite:///{out / MLFLOW_DB}"
         client = mlflow.MlflowClient(uri)
-        experiment = client.create_experiment("scale", artifact_location=(out / "mlartifacts").as_uri())
+        experiment = client.create_experiment("scale", artifact_location=(out / MLFLOW_ARTIFACTS).as_uri())
         parent = client.create_run(experiment).info.run_id
-        storage = f"sqlite:///{out / 'optuna.db'}"
+        storage = f"sqlite:///{out / OPTUNA_DB}"
         study = optuna.create_study(study_name="scale", storage=storage, directions=["maximize", "minimize"],
                                     sampler=make_sampler(space.sampler, trials, 0))
         recorder = SweepRecorder(space, out, uri, experiment, parent, storage)

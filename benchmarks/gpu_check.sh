@@ -71,11 +71,11 @@ from pathlib import Path
 
 import torch
 
-from sweeps import read_table
+from sweeps import sweep_rows
 
 work, figures, begin = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
 train = {m: json.loads((work / f"train-{m}.json").read_text()) for m in ("dense", "weightmom")}
-rows = read_table(work / "sweep" / "trials.parquet").to_dict("records")
+rows = sweep_rows(work / "sweep")
 ms_per_step = {}
 for line in (work / "pruner_overhead.txt").read_text().splitlines():
     cells = [c.strip() for c in line.split("|")]

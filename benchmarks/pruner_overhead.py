@@ -34,7 +34,7 @@ from weightmom.config import TrainConfig
 from weightmom.data.datasets import iterate_batches, load_dataset
 from weightmom.models import create_model
 from weightmom.pruning import TrainingContext, create_pruner, pruner_config
-from weightmom.trainer import Trainer
+from weightmom.train_step import Trainer
 from weightmom.training import lr_multiplier, make_optimizer, resolve_device
 
 VARIANTS = ("dense", "weightmom", "gmp", "gsm", "torch-prune")

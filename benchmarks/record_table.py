@@ -24,13 +24,14 @@ from pathlib import Path
 import pandas as pd
 
 from sweeps import load_space
+from sweeps.records.folder import RAY_STORAGE, SPACE_COPY
 
 
 def trial_rows(folder: Path) -> tuple[list[dict], int]:
     """The full-budget trials recorded in one sweep folder, and how many others were skipped."""
-    space = load_space(str(folder / "space.yaml"))
+    space = load_space(str(folder / SPACE_COPY))
     rows, skipped = [], 0
-    for result in sorted(folder.glob("ray/*/*/result.json")):
+    for result in sorted(folder.glob(f"{RAY_STORAGE}/*/*/result.json")):
         lines = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
         by_epoch = {int(r["epoch"]): r for r in lines if "epoch" in r}
         if sorted(by_epoch) != list(range(1, space.epochs + 1)):
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--append", action="store_true",
                         help="keep the trials already in --out (a table grows chunk by chunk; a trial is kept once)")
     args = parser.parse_args(argv)
-    missing = [str(f) for f in args.folders if not (f / "space.yaml").is_file()]
+    missing = [str(f) for f in args.folders if not (f / SPACE_COPY).is_file()]
     if missing:
         print(f"error: not a sweep folder (no space.yaml): {', '.join(missing)}", file=sys.stderr)
         return 2

@@ -42,7 +42,8 @@ import proxy
 import ray
 import replay
 
-from sweeps import SweepOptions, accuracy_density_hypervolume, load_space, run_sweep
+from sweeps import SweepOptions, accuracy_density_hypervolume, load_space, run_sweep, sweep_rows
+from sweeps.records.folder import MLFLOW_DB
 from weightmom.errors import UsageError
 
 DEFAULT_ARM = "frontier+undominated"   # chosen on the replay evidence: docs/search.md
@@ -50,11 +51,11 @@ DEFAULT_ARM = "frontier+undominated"   # chosen on the replay evidence: docs/sea
 
 def hypervolume_at(folder: Path, budget: int, chance: float) -> tuple[float, int]:
     """The front's hypervolume once the sweep in `folder` had spent `budget` epochs, and the epochs it spent."""
-    with sqlite3.connect(folder / "mlflow.db") as db:
+    with sqlite3.connect(folder / MLFLOW_DB) as db:
         events = db.execute("SELECT run_uuid, step, timestamp FROM metrics WHERE key = 'val_accuracy' "
                             "ORDER BY timestamp, step").fetchall()
     cutoff = events[budget - 1][2] if len(events) >= budget else math.inf
-    rows = pd.read_parquet(folder / "trials.parquet")
+    rows = pd.DataFrame(sweep_rows(folder))
     done = {run for run, step, stamp in events if stamp <= cutoff and step == int(rows["epochs"].max())}
     front = rows[(rows["state"] == "COMPLETE") & rows["mlflow_run_id"].isin(done)]
     return accuracy_density_hypervolume(list(zip(front["val_accuracy"], front["density"])), chance), len(events)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import ray
 
-from sweeps import SweepOptions, load_space, read_table, run_sweep
+from sweeps import SweepOptions, load_space, run_sweep, sweep_rows
 
 
 def stop_rates(rows: list[dict]) -> tuple[int, int, int, int]:
@@ -39,8 +39,8 @@ def run(folder: Path, objectives: int, trials: int, seed: int) -> list[dict]:
     try:
         return run_sweep(space, SweepOptions(out=folder / space.name, seed=seed, verbose=0))
     except Exception as err:   # a one-objective sweep fails in the recorder's final front plot, trials done
-        print(f"  (sweep ended with {type(err).__name__}: {err}; reading its trials.parquet)", flush=True)
-        return read_table(folder / space.name / "trials.parquet")
+        print(f"  (sweep ended with {type(err).__name__}: {err}; reading its rows)", flush=True)
+        return sweep_rows(folder / space.name)
 
 
 def main() -> None:

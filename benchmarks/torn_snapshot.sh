@@ -67,11 +67,11 @@ from pathlib import Path
 import optuna
 from mlflow.tracking import MlflowClient
 
-from sweeps import load_state, read_table
+from sweeps import load_state, sweep_rows
 
 out = Path(sys.argv[1])
 state = load_state(out)
-rows = read_table(out / "trials.parquet")
+rows = sweep_rows(out)
 print(f"trials.parquet: {len(rows)} rows, {len({r['trial_id'] for r in rows})} distinct trial ids, "
       f"{dict(Counter(r['state'] for r in rows))}; resumed_from_epoch {[r['resumed_from_epoch'] for r in rows]}")
 optuna.logging.set_verbosity(optuna.logging.WARNING)

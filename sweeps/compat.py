@@ -2,8 +2,9 @@
 
 Ray pickles the recorder, the searcher and the space into its experiment snapshot by module name
 (`sweeps.callback.SweepRecorder`, ...). Unpickling one written by the flat layout imports those
-names; this table sends each to the module that now holds the same objects. Remove it, with
-tests/test_compat.py, in the release after 0.2.
+names; this table sends each to the module that now holds the same objects. Keep each name for one
+release after the one that moved it (0.2 for both the wings and the renames of 0.1.x), then remove it
+with its case in tests/test_compat.py.
 """
 
 from __future__ import annotations
@@ -28,16 +29,24 @@ OLD_MODULES = {  # flat layout (0.1) -> wing (0.2)
     "sweeps.study_plots": "sweeps.analysis.study_plots",
     "sweeps.best": "sweeps.analysis.best",
     "sweeps.table": "sweeps.analysis.method_table",
-    "sweeps.callback": "sweeps.recorder.recorder",
-    "sweeps.front": "sweeps.recorder.front",
-    "sweeps.run_log": "sweeps.recorder.run_log",
-    "sweeps.trial_rows": "sweeps.recorder.trial_rows",
+    "sweeps.callback": "sweeps.bookkeeping.recorder",
+    "sweeps.front": "sweeps.bookkeeping.front",
+    "sweeps.run_log": "sweeps.bookkeeping.run_log",
+    "sweeps.trial_rows": "sweeps.bookkeeping.trial_rows",
     "sweeps.runner": "sweeps.execution.runner",
     "sweeps.trial": "sweeps.execution.trial",
     "sweeps.recovery": "sweeps.execution.recovery",
     "sweeps.ray_session": "sweeps.execution.ray_session",
     "sweeps.storage": "sweeps.execution.storage",
     "sweeps.code_dir": "sweeps.execution.code_dir",
+    # renamed in 0.1.x, so that each name says what its module holds (recorder/ read too much like records/)
+    "sweeps.recorder": "sweeps.bookkeeping",
+    "sweeps.recorder.recorder": "sweeps.bookkeeping.recorder",
+    "sweeps.recorder.front": "sweeps.bookkeeping.front",
+    "sweeps.recorder.run_log": "sweeps.bookkeeping.run_log",
+    "sweeps.recorder.trial_rows": "sweeps.bookkeeping.trial_rows",
+    "sweeps.search.fifo": "sweeps.search.live_trials",
+    "sweeps.analysis.export": "sweeps.analysis.export_sweep",
 }
 # `sweeps.space` is now a package; the old module's names resolve through its __getattr__.
 
@@ -58,6 +67,8 @@ class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 
 def install() -> None:
-    """Put the alias finder on sys.meta_path once (idempotent)."""
+    """Put the alias finder first on sys.meta_path, once (idempotent). First: an old package's name
+    (sweeps.recorder) is the new package, so the path finder would load its submodules a second time under
+    the old name, with classes of their own, before an alias finder further down was asked."""
     if not any(isinstance(finder, _Alias) for finder in sys.meta_path):
-        sys.meta_path.append(_Alias())
+        sys.meta_path.insert(0, _Alias())

@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import yaml
 from mlflow.tracking import MlflowClient
 
+from sweeps.records.folder import TRIALS
 from sweeps.records.state import load_state
 
 
@@ -59,7 +60,7 @@ def child_runs_by_trial(client: MlflowClient, out: Path) -> dict[str, object]:
 
 
 def rows_so_far(out: Path) -> int:
-    path = out / "trials.parquet"
+    path = out / TRIALS
     return pq.read_metadata(path).num_rows if path.exists() else 0
 
 

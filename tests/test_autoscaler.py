@@ -30,7 +30,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from sweeps.execution.runner import SweepOptions, run_sweep
-from sweeps.records.results import read_table
+from sweeps.records.results import sweep_rows
 from sweeps.records.state import load_state
 from sweeps.space.search_space import load_space
 from tests.conftest import free_port
@@ -167,7 +167,7 @@ def test_gpu_trials_launch_workers_from_zero_and_idle_workers_go(tmp_path: Path,
 
     assert max(seen) == 2, seen                  # the autoscaler launched both workers (max_workers 2)
     assert len(rows) == 3 and all(r["state"] == "COMPLETE" and r["epochs"] == 3 for r in rows), rows
-    assert len(read_table(out / "trials.parquet")) == 3
+    assert len(sweep_rows(out)) == 3
     head = {n["NodeID"] for n in ray_nodes(fake_cluster) if "node:__internal_head__" in n["Resources"]}
     assert len(head) == 1 and not head & {r["node_id"] for r in rows}   # never on the CPU-less head
     assert all(r["node_id"].startswith("fffff") for r in rows)   # the fake provider's node ids
@@ -242,7 +242,7 @@ def test_preempted_worker_is_replaced_and_its_trial_continues_from_its_checkpoin
     nodes = {n["NodeID"]: n for n in ray_nodes(fake_cluster)}
     assert not nodes[lost]["Alive"]
     # Every trial once: in trials.parquet, in MLflow (one child run each) and in Optuna.
-    table = read_table(out / "trials.parquet")
+    table = sweep_rows(out)
     assert sorted(r["trial_id"] for r in table) == sorted(r["trial_id"] for r in rows)
     client = MlflowClient(mlflow_server.uri)
     state = load_state(out)

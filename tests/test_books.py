@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from sweeps.records.folder import MLFLOW_DB, SET_ASIDE_PREFIX, TRIALS
 from sweeps.records.lock import LOCK_FILE, SweepLock
-from sweeps.records.results import ResultsTable, journal_path, read_table, write_rows
+from sweeps.records.results import ResultsTable, journal_path, sweep_rows, write_rows
 from sweeps.records.state import SWEEP_STATE_FILE
 from tests import warm_driver
 from tests.test_sweeps import write_space
@@ -84,7 +85,7 @@ def test_a_start_up_killed_in_mlflow_s_migration_starts_again(tmp_path: Path) ->
     command = sweep_command(space, out, "unused")[:-4] + ["--verbose", "0"]   # the sqlite MLflow in the folder
     first = start(command, tmp_path / "first.log")
     try:
-        wait_for(lambda: (out / "mlflow.db").exists(), first, "mlflow.db", step=0.01)
+        wait_for(lambda: (out / MLFLOW_DB).exists(), first, MLFLOW_DB, step=0.01)
     finally:
         stop(first)
     assert not (out / SWEEP_STATE_FILE).exists(), "killed too late to test a start-up"
@@ -92,7 +93,7 @@ def test_a_start_up_killed_in_mlflow_s_migration_starts_again(tmp_path: Path) ->
     assert again.returncode == 0, again.stderr[-3000:]
     assert "Traceback" not in again.stderr
     assert "held the partial files of a sweep start that was interrupted" in again.stderr
-    assert [p.name for p in out.glob("partial-start-*/mlflow.db")] == ["mlflow.db"]
+    assert [p.name for p in out.glob(f"{SET_ASIDE_PREFIX}*/{MLFLOW_DB}")] == [MLFLOW_DB]
     assert rows_so_far(out) == 1
 
 
@@ -103,12 +104,12 @@ def test_rows_lost_from_trials_parquet_are_rebuilt_on_resume(tmp_path: Path, mlf
     command = sweep_command(tiny_space(tmp_path, "stuck", trials), out, mlflow_server.uri)
     done = warm_driver.run_cli(command, tmp_path, "first", ENV)
     assert done.returncode == 0, done.stderr[-3000:]
-    rows = read_table(out / "trials.parquet")
-    write_rows(out / "trials.parquet", rows[:1])   # what two drivers rewriting the table left
+    rows = sweep_rows(out)
+    write_rows(out / TRIALS, rows[:1])   # what two drivers rewriting the table left
     resumed = warm_driver.run_cli([*command, "--resume"], tmp_path, "resumed", ENV)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "books reconciled: 2 finished trials' rows rebuilt" in resumed.stderr
-    after = {r["trial_id"]: r for r in read_table(out / "trials.parquet")}
+    after = {r["trial_id"]: r for r in sweep_rows(out)}
     assert after.keys() == {r["trial_id"] for r in rows}
     for row in rows[1:]:   # the rebuilt rows: the study's config and objectives, MLflow's run and metrics
         rebuilt = after[row["trial_id"]]
@@ -120,7 +121,7 @@ def test_rows_lost_from_trials_parquet_are_rebuilt_on_resume(tmp_path: Path, mlf
 
 def test_a_batched_table_loses_no_row_to_a_kill(tmp_path: Path) -> None:
     """Rows between two rewrites live in the journal; a new table (the resumed driver) replays them."""
-    path = tmp_path / "trials.parquet"
+    path = tmp_path / TRIALS
     table = ResultsTable(path, batched=True)
     for index in range(5):
         table._write_s = 0.0 if index == 0 else 3600.0   # as if the last rewrite was slow: rows wait in the journal
@@ -138,12 +139,12 @@ def test_an_unreadable_table_is_set_aside_and_a_readable_one_left_alone(tmp_path
     from sweeps.records.partial import set_aside_unreadable_table
 
     assert set_aside_unreadable_table(tmp_path) is None   # no table yet: nothing to do
-    write_rows(tmp_path / "trials.parquet", [{"trial_id": "a", "state": "COMPLETE"}])
+    write_rows(tmp_path / TRIALS, [{"trial_id": "a", "state": "COMPLETE"}])
     assert set_aside_unreadable_table(tmp_path) is None and rows_so_far(tmp_path) == 1
-    data = (tmp_path / "trials.parquet").read_bytes()
-    (tmp_path / "trials.parquet").write_bytes(data[: len(data) // 2])   # a torn or damaged file
+    data = (tmp_path / TRIALS).read_bytes()
+    (tmp_path / TRIALS).write_bytes(data[: len(data) // 2])   # a torn or damaged file
     line = set_aside_unreadable_table(tmp_path)
     assert "not a readable Parquet file" in line and "rebuilt from the journal, the Optuna study and MLflow" in line
-    assert not (tmp_path / "trials.parquet").exists()
+    assert not (tmp_path / TRIALS).exists()
     [aside] = tmp_path.glob("trials.parquet.unreadable-*")
     assert aside.read_bytes() == data[: len(data) // 2]   # kept as it was, for whoever wants to look

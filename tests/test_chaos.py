@@ -26,8 +26,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from sweeps.execution.reconcile import ORPHANED
+from sweeps.records.folder import MLFLOW_DB, MLFLOW_PENDING, SPACE_COPY, TRIALS_JOURNAL
+from sweeps.records.folder import TRIALS as TRIALS_FILE
 from sweeps.records.lock import LOCK_FILE
-from sweeps.records.results import ResultsTable, read_table
+from sweeps.records.results import sweep_rows
 from sweeps.records.state import SWEEP_STATE_FILE, load_state
 from sweeps.search.searcher import RAY_TRIAL_ID
 from tests import warm_driver
@@ -42,7 +44,7 @@ TRIALS = 4
 EPOCHS = 3
 KINDS = ("kill", "second_driver", "torn_snapshot", "mlflow_outage", "corrupt_table", "startup_kill")
 # Where a start-up kill strikes: the files a driver makes, in the order it makes them, before sweep.json.
-STARTUP_FILES = (LOCK_FILE, "mlflow.db", "space.yaml")
+STARTUP_FILES = (LOCK_FILE, MLFLOW_DB, SPACE_COPY)
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ class Scenario:
 def rows_now(out: Path) -> int:
     """Rows in trials.parquet and its journal (the table a resumed driver would load)."""
     try:
-        return len(ResultsTable(out / "trials.parquet"))
+        return len(sweep_rows(out, required=False))
     except Exception:   # noqa: BLE001 - a reader racing a rewrite; the next poll reads it
         return 0
 
@@ -130,7 +132,7 @@ def torn_snapshot(scenario: Scenario, sweep: Sweep) -> list[str] | None:
 
 def corrupt_table(scenario: Scenario, sweep: Sweep) -> list[str] | None:
     killed_at(moment(scenario, sweep.out), sweep)
-    table = sweep.out / "trials.parquet"
+    table = sweep.out / TRIALS_FILE
     if table.exists():
         cut_file(table, scenario.cut)
     else:   # killed before the first row: a table that was never one
@@ -189,7 +191,7 @@ def mlflow_outage(scenario: Scenario, sweep: Sweep) -> list[str] | None:
 
 
 def held_back(out: Path) -> bool:
-    pending = out / "mlflow_pending.jsonl"
+    pending = out / MLFLOW_PENDING
     return pending.exists() and bool(pending.read_text().strip())
 
 
@@ -214,7 +216,7 @@ def settle(again: list[str] | None, tmp: Path) -> None:
 
 
 def assert_books(out: Path, uri: str) -> None:
-    rows = read_table(out / "trials.parquet")
+    rows = sweep_rows(out)
     ids = [r["trial_id"] for r in rows]
     assert len(ids) == TRIALS and len(set(ids)) == TRIALS, Counter(ids).most_common(3)
     assert all(r["state"] in ("COMPLETE", "PRUNED", "FAILED") for r in rows)
@@ -237,7 +239,7 @@ def assert_books(out: Path, uri: str) -> None:
         assert row["state"] != "COMPLETE" or len(steps) == EPOCHS, (row, steps)
     parent = client.get_run(state.parent_run_id)
     assert parent.info.status == "FINISHED" and parent.data.metrics["trials_finished"] == TRIALS
-    assert not (out / "trials.journal.jsonl").exists() and not held_back(out)   # nothing left waiting to be written
+    assert not (out / TRIALS_JOURNAL).exists() and not held_back(out)   # nothing left waiting to be written
 
 
 @pytest.mark.parametrize("seed", range(SCENARIOS), ids=lambda seed: f"{seed}-{Scenario.draw(seed).kind}")

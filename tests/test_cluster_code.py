@@ -15,7 +15,7 @@ import pytest
 import ray
 import yaml
 
-from sweeps.records.results import read_table
+from sweeps.records.results import sweep_rows
 from tests.test_own_model import USER_MODULE, make_shapes
 from weightmom_sweeps.cli import main
 
@@ -74,7 +74,7 @@ def test_trials_on_worker_nodes_import_the_module_shipped_with_code_dir(tmp_path
                      "--out", str(out), "--verbose", "0"]) == 0, capsys.readouterr().err[-3000:]
     finally:
         ray.shutdown()
-    rows = read_table(out / "trials.parquet")
+    rows = sweep_rows(out)
     assert len(rows) == 2 and all(r["state"] == "COMPLETE" for r in rows), rows
     assert {r["node_id"] for r in rows} <= workers
     imported_from = {Path(p.read_text()) for p in marker.iterdir()}

@@ -27,7 +27,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from sweeps.execution.runner import SweepOptions, run_sweep
-from sweeps.records.results import read_table
+from sweeps.records.results import sweep_rows
 from sweeps.records.state import load_state
 from sweeps.space.search_space import load_space
 from tests.sweep_helpers import child_runs_by_trial, rows_so_far, wait_for
@@ -236,7 +236,7 @@ def test_killed_driver_resumes_against_the_surviving_cluster(tmp_path: Path, clu
 
     def in_flight() -> set[str]:
         """Running trials with no row yet whose checkpoint Ray's newest snapshot names: what a resume restores."""
-        done = {r["trial_id"] for r in read_table(out / "trials.parquet")} if rows_so_far(out) else set()
+        done = {r["trial_id"] for r in sweep_rows(out)} if rows_so_far(out) else set()
         return {t for t, index in snapshot_checkpoints(out).items() if index >= 0} - done
 
     with open(log, "wb") as sink:
@@ -254,12 +254,12 @@ def test_killed_driver_resumes_against_the_surviving_cluster(tmp_path: Path, clu
     finished_before = rows_so_far(out)
     assert 1 <= finished_before < trials
     # A trial in flight when it was looked at may have finished, and got its row, before the kill landed.
-    interrupted -= {r["trial_id"] for r in read_table(out / "trials.parquet")}
+    interrupted -= {r["trial_id"] for r in sweep_rows(out)}
 
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
 
-    rows = read_table(out / "trials.parquet")
+    rows = sweep_rows(out)
     assert len(rows) == trials and len({r["trial_id"] for r in rows}) == trials
     assert all(r["state"] == "COMPLETE" for r in rows), [r["state"] for r in rows]
     # The trials in flight at the kill were re-attached, each continuing from its last checkpoint.

@@ -10,8 +10,9 @@ import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from sweeps.search.frontier import LAST_RESULT, AccuracyView, dominated_area, frontier_density
-from sweeps.search.samplers import FrontierSampler, RecentTPESampler, make_sampler
+from sweeps.search.frontier import LAST_RESULT, AccuracyView, FrontierSampler, dominated_area, frontier_density
+from sweeps.search.recent_tpe import RecentTPESampler
+from sweeps.search.samplers import make_sampler
 from sweeps.search.searcher import BudgetAwareOptunaSearch
 from sweeps.space.search_space import load_space
 from tests.sweep_helpers import write_space

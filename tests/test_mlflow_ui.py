@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from sweeps.records.mlflow_ui import runs_page
-from sweeps.records.results import read_table
+from sweeps.records.results import sweep_rows
 from sweeps.records.state import load_state, load_sweep_space
 from tests.sweep_helpers import write_space
 from weightmom_sweeps.cli import main
@@ -62,7 +62,7 @@ def test_the_printed_link_opens_the_runs_view_with_every_trial(finished_sweep: P
     # same table as "Training runs" under a GenAI sidebar of traces, judges and evaluation runs).
     assert re.search(r"<h2[^>]*>Runs</h2>", dom) and 'data-testid="sort-header-Run Name"' in dom
     assert "Evaluation runs" not in dom and "No data available" not in dom
-    for row in read_table(finished_sweep / "trials.parquet"):   # the saved view lists the trials flat
+    for row in sweep_rows(finished_sweep):   # the saved view lists the trials flat
         assert f"trial {row['trial_id']}" in dom
     primary = load_sweep_space(finished_sweep).metrics[0]
     assert f"Trials by {primary}" in dom   # the saved view is the one shown, with the key columns
@@ -82,7 +82,7 @@ def test_the_front_shows_inside_the_artifact_viewer(finished_sweep: Path, mlflow
     # holds the plot, with a tooltip per trial.
     local = client.download_artifacts(state.parent_run_id, "pareto/pareto_front.html", str(tmp_path))
     dom = browse(Path(local).as_uri(), "--dump-dom").stdout
-    assert "<svg" in dom and dom.count("<title>trial ") == len(read_table(finished_sweep / "trials.parquet"))
+    assert "<svg" in dom and dom.count("<title>trial ") == len(sweep_rows(finished_sweep))
 
     # Inside MLflow's artifact viewer (a sandboxed iframe, not in the dumped DOM): look at the pixels.
     viewer = (f"{mlflow_server.uri}/#/experiments/{state.experiment_id}/runs/{state.parent_run_id}"

@@ -3,17 +3,8 @@
 import pickle
 import random
 
-from sweeps.search.moasha import (
-    MOASHAScheduler,
-    Rungs,
-    _ranks_any,
-    crowding,
-    milestones,
-    pareto_ranks,
-    promote,
-    promote_undominated,
-    rung_order,
-)
+from sweeps.basis.dominance import _ranks_any, crowding, pareto_ranks
+from sweeps.search.moasha import MOASHAScheduler, Rungs, milestones, promote, promote_undominated, rung_order
 
 
 def test_pareto_ranks_peel_fronts():

@@ -129,7 +129,7 @@ def _other_classes(root: Path) -> Path:
 
 BAD_RUNS = {
     "module not importable": (["--model", "nope:build"], None, "cannot import module 'nope'"),
-    "not a model factory": (["--model", "os:getcwd"], None, "too many positional arguments"),
+    "not a model factory": (["--model", "os:getcwd"], None, "fits neither factory(input_shape, num_classes"),
     "missing attribute": (["--model", "mymod:nothere"], None, "has no attribute 'nothere'"),
     "returns no nn.Module": (["--model", "mymod:not_a_module"], None, "returned an object of type int"),
     "nothing to prune": (["--model", "mymod:nothing_to_prune"], None, "no Conv2d or Linear layer"),

@@ -24,6 +24,7 @@ from sweeps.analysis.pareto import (
 )
 from sweeps.analysis.plots import front_html, front_png, log_ticks
 from sweeps.analysis.study_plots import study_plots
+from sweeps.records.folder import FRONT, FRONT_PNG, FRONT_TEXT, PLOTS, TRIALS
 from sweeps.records.results import ResultsTable, read_table, write_rows
 from weightmom.errors import UsageError
 
@@ -188,7 +189,7 @@ def test_format_table_aligns_and_formats():
 
 
 def test_upsert_replaces_by_trial_id_and_resumes(tmp_path):
-    path = tmp_path / "trials.parquet"
+    path = tmp_path / TRIALS
     table = ResultsTable(path)
     assert len(table) == 0 and not path.exists()
     table.upsert({"trial_id": "t1", "state": "RUNNING", "test_accuracy": None})
@@ -214,11 +215,11 @@ def test_upsert_replaces_by_trial_id_and_resumes(tmp_path):
 
 def test_upsert_requires_trial_id(tmp_path):
     with pytest.raises(UsageError):
-        ResultsTable(tmp_path / "trials.parquet").upsert({"state": "COMPLETE"})
+        ResultsTable(tmp_path / TRIALS).upsert({"state": "COMPLETE"})
 
 
 def test_heterogeneous_rows_round_trip(tmp_path):
-    path = tmp_path / "trials.parquet"
+    path = tmp_path / TRIALS
     rows = [
         {"trial_id": "a", "config.method": "weightmom", "config.lr": 0.1, "epochs": 3, "mlflow_run_id": None},
         {"trial_id": "b", "config.method": "snip", "config.lr": 1, "config.pruner.window": 5, "density": 0.05},
@@ -252,7 +253,7 @@ def test_heterogeneous_rows_round_trip(tmp_path):
 
 
 def test_write_rows_numpy_scalars_and_empty(tmp_path):
-    path = tmp_path / "sub" / "trials.parquet"
+    path = tmp_path / "sub" / TRIALS
     write_rows(path, [{"trial_id": "x", "test_accuracy": np.float32(0.5), "epochs": np.int64(4)}])
     assert read_table(path) == [{"trial_id": "x", "test_accuracy": 0.5, "epochs": 4}]
     write_rows(path, [])
@@ -348,7 +349,7 @@ def _study(n_trials: int) -> optuna.Study:
 
 
 def test_study_plots_are_small_pages_that_name_the_objective_and_every_axis(tmp_path):
-    paths = study_plots(_study(8), METRICS, tmp_path / "plots")
+    paths = study_plots(_study(8), METRICS, tmp_path / PLOTS)
     assert [p.name for p in paths] == ["param_importances.html", "parallel_coordinates.html"]
     importance, parallel = (p.read_text() for p in paths)
     for path in paths:
@@ -403,7 +404,7 @@ class _Recorded:
 
 def test_front_refresh_computes_the_hypervolume_once_and_plots_at_most_every_interval(tmp_path, monkeypatch):
     from sweeps.analysis import pareto
-    from sweeps.recorder import front
+    from sweeps.bookkeeping import front
 
     calls = []
     real = pareto.sweep_hypervolume
@@ -416,9 +417,9 @@ def test_front_refresh_computes_the_hypervolume_once_and_plots_at_most_every_int
     assert {name for _, name, *_ in mlflow.metrics} == {"hypervolume", "front_size", "trials_finished"}
     assert [v for _, name, v, *_ in mlflow.metrics if name == "hypervolume"] == [real(rows, METRICS, MODES)[0]]
     assert mlflow.artifacts == ["pareto_front.png", "pareto_front.html", "front.txt"]  # no study: its plots skipped
-    assert [r["trial_id"] for r in read_table(tmp_path / "pareto.parquet")] == [
+    assert [r["trial_id"] for r in read_table(tmp_path / FRONT)] == [
         r["trial_id"] for r in front_rows(rows, METRICS, MODES)]
-    assert (tmp_path / "plots" / "front.txt").read_text().startswith("trial_id")
+    assert (tmp_path / PLOTS / FRONT_TEXT).read_text().startswith("trial_id")
     refresh.refresh(lambda: rows, mlflow)   # within PLOTS_EVERY_S: the numbers, not the plots
     assert len(mlflow.artifacts) == 3 and len(mlflow.metrics) == 6
     refresh.refresh(lambda: rows, mlflow, final=True)
@@ -427,35 +428,35 @@ def test_front_refresh_computes_the_hypervolume_once_and_plots_at_most_every_int
 
 
 def test_front_refresh_row_by_row_gives_the_front_and_volume_of_all_rows(tmp_path):
-    from sweeps.recorder import front
+    from sweeps.bookkeeping import front
 
     space = SimpleNamespace(name="s", metrics=METRICS, modes=MODES, params={"lr": None})
     refresh, mlflow, rows = front.FrontRefresh(space, tmp_path, "parent", "sqlite:///:memory:"), _Recorded(), []
     for row in _sweep_rows():
         rows.append(row)
         refresh.refresh(lambda: rows, mlflow, new=row)
-    assert [r["trial_id"] for r in read_table(tmp_path / "pareto.parquet")] == [
+    assert [r["trial_id"] for r in read_table(tmp_path / FRONT)] == [
         r["trial_id"] for r in front_rows(rows, METRICS, MODES)]
     volumes = [v for _, name, v, *_ in mlflow.metrics if name == "hypervolume"]
     assert volumes[-1] == sweep_hypervolume(rows, METRICS, MODES)[0]
 
 
 def test_recorder_pickles_without_its_clients_caches_or_rows(tmp_path):
-    from sweeps.recorder.recorder import SweepRecorder
+    from sweeps.bookkeeping.recorder import SweepRecorder
 
     recorder = SweepRecorder(SimpleNamespace(name="s", epochs=3), tmp_path, "sqlite:///x.db", "1", "parent", "s")
     recorder.runs._mlflow = lambda: None   # a client stand-in that does not pickle
     recorder.runs._runs, recorder.runs._logged_epoch = {"t1": "run1"}, {"t1": 2}
     recorder.runs._unlogged = {"t2": ({}, "COMPLETE", None)}
-    recorder.results._table = ResultsTable(tmp_path / "trials.parquet")
+    recorder.results._table = ResultsTable(tmp_path / TRIALS)
     restored = pickle.loads(pickle.dumps(recorder))
     assert restored.runs._mlflow is None and restored.results._table is None
     assert restored.runs._runs == restored.runs._logged_epoch == restored.runs._unlogged == {}
-    assert restored.runs.parent_run_id == "parent" and restored.results.path == tmp_path / "trials.parquet"
+    assert restored.runs.parent_run_id == "parent" and restored.results.path == tmp_path / TRIALS
 
 
 def test_trial_row_flattens_the_config_under_recorded_names():
-    from sweeps.recorder.trial_rows import trial_row
+    from sweeps.bookkeeping.trial_rows import trial_row
 
     trial = SimpleNamespace(config={"density": 0.1, "pruner": {"window": 3}, "requeued": {"trial_id": "a"}},
                             last_result={"test_accuracy": 0.9, "epoch": 4, "node_id": "n1"}, checkpoint=None)
@@ -467,7 +468,7 @@ def test_trial_row_flattens_the_config_under_recorded_names():
 
 def test_a_recorder_pickled_before_the_split_unpickles_into_its_pieces(tmp_path):
     """A sweep started by the one-object recorder resumes: Tuner.restore unpickles the callback from tuner.pkl."""
-    from sweeps.recorder.recorder import SweepRecorder
+    from sweeps.bookkeeping.recorder import SweepRecorder
 
     old = object.__new__(SweepRecorder)
     old.__dict__.update(space=SimpleNamespace(name="s", epochs=3), out=tmp_path, tracking_uri="sqlite:///x.db",
@@ -475,15 +476,15 @@ def test_a_recorder_pickled_before_the_split_unpickles_into_its_pieces(tmp_path)
                         _runs={}, _logged_epoch={}, _buffers={}, _plotted_at=0.0, _unlogged={})
     restored = pickle.loads(pickle.dumps(old))
     assert restored.runs.parent_run_id == "parent" and restored.runs.experiment_id == "1"
-    assert restored.results.path == tmp_path / "trials.parquet" and restored.front.parent_run_id == "parent"
+    assert restored.results.path == tmp_path / TRIALS and restored.front.parent_run_id == "parent"
 
 
 def test_a_one_objective_sweep_ends_without_a_front_plot(tmp_path):
     """A front plot needs two axes: with one objective the refresh writes the numbers and the table only."""
-    from sweeps.recorder import front
+    from sweeps.bookkeeping import front
 
     space = SimpleNamespace(name="s", metrics=METRICS[:1], modes=MODES[:1], params={"lr": None})
     refresh, mlflow = front.FrontRefresh(space, tmp_path, "parent", "sqlite:///:memory:"), _Recorded()
     refresh.refresh(lambda: _sweep_rows(), mlflow, final=True)
     assert "pareto_front.png" not in mlflow.artifacts and "front.txt" in mlflow.artifacts
-    assert (tmp_path / "plots" / "front.txt").exists() and not (tmp_path / "plots" / "pareto_front.png").exists()
+    assert (tmp_path / PLOTS / FRONT_TEXT).exists() and not (tmp_path / PLOTS / FRONT_PNG).exists()

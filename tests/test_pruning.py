@@ -1,7 +1,7 @@
 """Tests for weightmom.pruning (docs: shared/docs/method.md).
 
 One contract class runs every method in METHODS through a mini training run
-(prepare before the optimizer is built, then weightmom.trainer.Trainer's step,
+(prepare before the optimizer is built, then weightmom.train_step.Trainer's step,
 the one weightmom.training uses: backward -> before_step -> optimizer.step ->
 after_step, then on_epoch_end with 1-based epochs) on a tiny CNN,
 with SGD (Nesterov momentum) and with Adam. The pieces that decide *when*
@@ -35,7 +35,7 @@ from weightmom.pruning import (
 )
 from weightmom.pruning.allocation import allocate, erk_scores, global_keep_counts, importance_scores, water_fill
 from weightmom.skips import skip_connections
-from weightmom.trainer import Trainer
+from weightmom.train_step import Trainer
 
 SEED = 0
 EPOCHS = 4

@@ -30,7 +30,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from sweeps.records.results import read_table
+from sweeps.records.folder import FRONT, FRONT_TEXT, PLOTS, SWEEP_STATE_FILE
+from sweeps.records.results import sweep_rows
 from sweeps.records.state import load_state
 from tests.conftest import REPO, free_port
 from tests.ray_processes import end_processes, processes_in, wait_gone
@@ -176,15 +177,15 @@ def test_ray_up_job_submit_rsync_down_ray_down_on_loopback(loopback) -> None:
     fetched = root / "fetched"
     run(["ray", "rsync-down", cluster, f"{out}/", f"{fetched}/"], env)
 
-    rows = read_table(fetched / "trials.parquet")
+    rows = sweep_rows(fetched)
     assert len(rows) == 4 and len({r["trial_id"] for r in rows}) == 4
     assert all(r["state"] in ("COMPLETE", "PRUNED") for r in rows), [r["state"] for r in rows]
-    assert (fetched / "pareto.parquet").is_file() and (fetched / "plots" / "front.txt").read_text().strip()
+    assert (fetched / FRONT).is_file() and (fetched / PLOTS / FRONT_TEXT).read_text().strip()
     state = load_state(fetched)
     runs = MlflowClient(tracking).search_runs(
         [state.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{state.parent_run_id}'")
     assert sorted(r.data.tags["trial_id"] for r in runs) == sorted(r["trial_id"] for r in rows)
-    assert json.loads((fetched / "sweep.json").read_text())
+    assert json.loads((fetched / SWEEP_STATE_FILE).read_text())
 
     run(["ray", "down", cluster, "--yes"], env)
     head = [str(sshd.home / "ray-temp"), str(sshd.home / "mlflow")]

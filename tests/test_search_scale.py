@@ -10,7 +10,8 @@ import optuna
 import pytest
 import ray.cloudpickle
 
-from sweeps.search.samplers import RecentTPESampler, RecentTrials, make_sampler
+from sweeps.search.recent_tpe import RecentTPESampler, RecentTrials
+from sweeps.search.samplers import make_sampler
 from sweeps.search.searcher import RAY_TRIAL_ID, BudgetAwareOptunaSearch
 from sweeps.space.search_space import load_space
 from tests.sweep_helpers import write_space
@@ -111,7 +112,7 @@ class Controller:
 def test_the_live_fifo_chooses_as_ray_s_fifo_does(statuses: list[str], chosen: int | None) -> None:
     from ray.tune.schedulers import FIFOScheduler
 
-    from sweeps.search.fifo import LiveFIFOScheduler
+    from sweeps.search.live_trials import LiveFIFOScheduler
     from sweeps.search.moasha import MOASHAScheduler
 
     controller = Controller(statuses)

@@ -211,7 +211,7 @@ def test_a_sweep_fails_the_trial_with_a_corrupt_image_and_completes_the_others(s
     import ray
     import yaml
 
-    from sweeps.records.results import read_table
+    from sweeps.records.results import sweep_rows
     from weightmom_sweeps.cli import main
 
     good, bad = (Path(shutil.copytree(shapes, tmp_path / name)) for name in ("good", "bad"))
@@ -231,7 +231,7 @@ def test_a_sweep_fails_the_trial_with_a_corrupt_image_and_completes_the_others(s
         main(["sweep", "space.yaml", "--out", "sweep", "--verbose", "0"])
     finally:
         ray.shutdown()
-    rows = read_table(tmp_path / "sweep" / "trials.parquet")
+    rows = sweep_rows(tmp_path / "sweep")
     states = sorted((r["config.data_dir"] == str(bad), r["state"]) for r in rows)
     assert states == [(False, "COMPLETE"), (False, "COMPLETE"), (True, "FAILED")], rows
     failed = next(r for r in rows if r["state"] == "FAILED")

@@ -10,7 +10,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from sweeps.records.results import read_table
+from sweeps.records.folder import FRONT, METHOD_PLOT, PLOTS, SPACE_COPY, SWEEP_STATE_FILE
+from sweeps.records.results import read_table, sweep_rows
 from sweeps.records.state import load_state
 from sweeps.search.searcher import BudgetAwareOptunaSearch
 from sweeps.space.search_space import load_space
@@ -44,7 +45,7 @@ def test_sweep_logs_to_a_real_mlflow_server_and_optuna_study(tmp_path: Path, mlf
     assert main(["sweep", str(space), "--out", str(out), "--tracking-uri", mlflow_server.uri, "--verbose", "0"]) == 0
     assert "Pareto front" in capsys.readouterr().out
 
-    rows = read_table(out / "trials.parquet")
+    rows = sweep_rows(out)
     assert len(rows) == 6 and len({r["trial_id"] for r in rows}) == 6
     states = {r["trial_id"]: r["state"] for r in rows}
     assert set(states.values()) <= {"COMPLETE", "PRUNED"} and "PRUNED" in states.values()
@@ -90,7 +91,7 @@ def test_sweep_logs_to_a_real_mlflow_server_and_optuna_study(tmp_path: Path, mlf
     study = optuna.load_study(study_name="server-sweep", storage=state.optuna_storage)
     assert sorted(t.state.name for t in study.trials) == sorted(
         {"COMPLETE": "COMPLETE", "PRUNED": "PRUNED"}[s] for s in states.values())
-    front = read_table(out / "pareto.parquet")
+    front = read_table(out / FRONT)
     assert front and all(states[r["trial_id"]] == "COMPLETE" for r in front)
     complete_values = sorted(tuple(t.values) for t in study.best_trials)
     assert complete_values == sorted((r["val_accuracy"], r["density"]) for r in front)  # chosen on val
@@ -101,7 +102,7 @@ def test_best_picks_under_a_constraint_and_exports_the_pruned_model(tmp_path: Pa
     out = tmp_path / "sweep"
     space = write_space(tmp_path, "best-sweep", trials=3, early_stopping=False)
     assert main(["sweep", str(space), "--out", str(out), "--verbose", "0"]) == 0
-    rows = read_table(out / "trials.parquet")
+    rows = sweep_rows(out)
     cap = max(r["density"] for r in rows)
     best = tmp_path / "best.yaml"
     model = tmp_path / "best.pt"
@@ -171,18 +172,18 @@ def test_resume_without_a_sweep_and_rerun_over_one_are_refused(tmp_path: Path, c
     assert main(["sweep", str(space), "--out", str(tmp_path / "none"), "--resume"]) == 2
     assert "holds no sweep to resume" in capsys.readouterr().err
     (tmp_path / "taken").mkdir()
-    (tmp_path / "taken" / "sweep.json").write_text("{}")
+    (tmp_path / "taken" / SWEEP_STATE_FILE).write_text("{}")
     assert main(["sweep", str(space), "--out", str(tmp_path / "taken")]) == 2
     assert "already holds a sweep" in capsys.readouterr().err
-    assert (tmp_path / "taken" / "sweep.json").read_text() == "{}"
+    assert (tmp_path / "taken" / SWEEP_STATE_FILE).read_text() == "{}"
 
 
 def test_smoke_test_runs_two_one_epoch_trials_of_the_shipped_default(tmp_path: Path, local_ray, capsys) -> None:
     out = tmp_path / "smoke"
     assert main(["sweep", "digits-quick", "--smoke-test", "--out", str(out), "--verbose", "0"]) == 0
-    rows = read_table(out / "trials.parquet")
+    rows = sweep_rows(out)
     assert len(rows) == 2 and all(r["state"] == "COMPLETE" and r["epochs"] == 1 for r in rows)
-    assert yaml.safe_load((out / "space.yaml").read_text())["name"] == "digits-quick"
+    assert yaml.safe_load((out / SPACE_COPY).read_text())["name"] == "digits-quick"
 
 
 @pytest.mark.parametrize("sampler", ["random", "nsga2"])
@@ -191,7 +192,7 @@ def test_other_samplers_run_a_sweep_end_to_end(sampler: str, tmp_path: Path, loc
     space = write_space(tmp_path, f"{sampler}-sweep", trials=4, sampler=sampler, early_stopping=False,
                         fixed={"epochs": 3})
     assert main(["sweep", str(space), "--out", str(out), "--verbose", "0"]) == 0
-    rows = read_table(out / "trials.parquet")
+    rows = sweep_rows(out)
     assert len(rows) == 4 and all(r["state"] == "COMPLETE" for r in rows)
     state = load_state(out)
     assert state.sampler == sampler
@@ -211,7 +212,7 @@ def test_grid_sweep_runs_every_combination_once_and_tabulates(tmp_path: Path, lo
                    "density": {"type": "categorical", "choices": [0.1, 0.05], "when": {"method": ["gmp", "weightmom"]}},
                    "seed": {"type": "categorical", "choices": [0, 1]}}}, sort_keys=False))
     assert main(["sweep", str(space), "--out", str(out), "--verbose", "0"]) == 0
-    rows = read_table(out / "trials.parquet")
+    rows = sweep_rows(out)
     combos = sorted((r["config.method"], r.get("config.target_density"), r["config.seed"]) for r in rows)
     expected = sorted([("dense", None, s) for s in (0, 1)] +
                       [(m, d, s) for m in ("gmp", "weightmom") for d in (0.1, 0.05) for s in (0, 1)])
@@ -229,7 +230,7 @@ def test_grid_sweep_runs_every_combination_once_and_tabulates(tmp_path: Path, lo
         assert line.count("(n=2)") == (1 if method == "dense" else 2), line
     assert "| gmp | 0.1 |" in printed.split("## Paired differences")[1]   # weightmom - gmp, paired by seed
     assert {"table.md", "table.parquet"} <= {p.name for p in out.iterdir()}
-    assert (out / "plots" / "accuracy_vs_density.png").stat().st_size > 10_000
+    assert (out / PLOTS / METHOD_PLOT).stat().st_size > 10_000
     long = read_table(out / "table.parquet")
     assert {(r["method"], r["target_density"], r["n"]) for r in long if r["metric"] == "test_accuracy"} == {
         ("dense", 1.0, 2), *((m, d, 2) for m in ("gmp", "weightmom") for d in (0.1, 0.05))}
@@ -241,7 +242,7 @@ def test_grid_sweep_runs_every_combination_once_and_tabulates(tmp_path: Path, lo
 def test_table_refuses_a_folder_without_a_sweep_or_without_complete_trials(tmp_path: Path, capsys) -> None:
     assert main(["table", str(tmp_path / "nonexistent")]) == 2
     assert capsys.readouterr().err.count("\n") == 1
-    (tmp_path / "sweep.json").write_text("{}")
+    (tmp_path / SWEEP_STATE_FILE).write_text("{}")
     assert main(["table", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "no COMPLETE trial" in err and err.count("\n") == 1

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from sweeps.execution import ray_session
 from sweeps.execution.ray_session import psutil
-from sweeps.records.results import read_table, recorded_name
+from sweeps.records.results import recorded_name, sweep_rows
 from sweeps.records.state import load_state
 from sweeps.search.searcher import RAY_TRIAL_ID
 from tests import warm_driver
@@ -61,7 +61,7 @@ def test_torn_snapshot_resume_settles_every_trial_once(tmp_path: Path, mlflow_se
     before = study_of(out, "torn").trials
     running = {t.number: t for t in before if t.state.name == "RUNNING"}
     # Finished: a row, or (killed between Ray's tell and the row) a finished Optuna trial.
-    finished = len({r["trial_id"] for r in read_table(out / "trials.parquet")}
+    finished = len({r["trial_id"] for r in sweep_rows(out)}
                    | {t.user_attrs[RAY_TRIAL_ID] for t in before if t.state.is_finished()})
     assert 1 <= finished < trials and running
     client = MlflowClient(mlflow_server.uri)
@@ -84,7 +84,7 @@ def test_torn_snapshot_resume_settles_every_trial_once(tmp_path: Path, mlflow_se
     assert line in resumed.stderr, resumed.stderr[-3000:]
     assert f"{trials} of {trials} trials settled" in resumed.stdout
 
-    rows = read_table(out / "trials.parquet")
+    rows = sweep_rows(out)
     assert len(rows) == trials and len({r["trial_id"] for r in rows}) == trials
     assert all(r["state"] in ("COMPLETE", "PRUNED", "FAILED") for r in rows)
     configs = {(r["config.method"], r["config.target_density"], r["config.lr"]) for r in rows}
@@ -189,7 +189,7 @@ def test_interrupted_sweep_exits_non_zero_with_the_count_and_resume_completes_it
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "snapshot unreadable" not in resumed.stderr   # a readable snapshot goes to Ray as before
     assert f"{trials} of {trials} trials settled: {trials} complete, 0 pruned, 0 failed" in resumed.stdout
-    rows = read_table(out / "trials.parquet")
+    rows = sweep_rows(out)
     assert len({r["trial_id"] for r in rows}) == trials
     assert not [t for t in study_of(out, "short").trials if t.state.name != "COMPLETE"]
     children = child_runs(client, out)
@@ -257,8 +257,8 @@ def test_resume_ends_only_the_killed_drivers_ray_leftovers(tmp_path: Path, local
 def test_a_row_rebuilt_from_the_study_has_the_recorders_columns(tmp_path: Path) -> None:
     """A finished trial whose row the killed driver never wrote is rebuilt from the study with the same
     config.* names the recorder uses (the density asked for is config.target_density)."""
+    from sweeps.bookkeeping.trial_rows import config_columns
     from sweeps.execution.recovery import row_from_study
-    from sweeps.recorder.trial_rows import config_columns
     from sweeps.space.search_space import load_space
 
     space = load_space(write_space(tmp_path, "rebuilt", trials=4))

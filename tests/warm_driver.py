@@ -16,7 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-PRELOAD = ["weightmom_sweeps.cli", "sweeps.execution.runner", "sweeps.analysis.plots", "sweeps.recorder.recorder"]
+PRELOAD = ["weightmom_sweeps.cli", "sweeps.execution.runner", "sweeps.analysis.plots", "sweeps.bookkeeping.recorder"]
 _context = multiprocessing.get_context("forkserver")
 _context.set_forkserver_preload(PRELOAD)
 

@@ -3,8 +3,8 @@
 A driver speaks about runs through this module only, never through weightmom's dataclasses: a
 TrainConfig from flat `a.b` keys and back, each method's knobs, one key and value checked for a set of
 methods, when a method's schedule reaches its final density within an epoch budget, and the one
-tuple of metric names every run reports. The rules stay where they are enforced (the configs); this
-module asks them.
+table of metrics every run reports (weightmom.objectives). The rules stay where they are enforced (the
+configs); this module asks them.
 """
 
 from __future__ import annotations
@@ -17,17 +17,14 @@ from typing import Any
 from weightmom.config import TrainConfig, check_field, flatten, from_flat, mapping_fields
 from weightmom.errors import UsageError, require
 from weightmom.methods import METHODS, default_density, method_knob_types, pruner_config
+from weightmom.objectives import END, EPOCH, Metric, each_epoch, metric, test_twin
 from weightmom.strict import coerce, field_types
 
-__all__ = ["METHOD_NAMES", "NESTED", "REPORTED_METRICS", "SCHEDULE_KNOBS", "SCHEDULE_SETTINGS", "TOP_LEVEL_KEYS",
-           "Knob", "TrainConfig", "check_data_source", "check_model_source", "check_name", "check_value",
-           "config_from_flat", "default_value", "final_density_epoch", "flat_config", "flatten", "method_knobs",
-           "methods_taking", "reported_metrics"]
+__all__ = ["END", "EPOCH", "METHOD_NAMES", "NESTED", "SCHEDULE_KNOBS", "SCHEDULE_SETTINGS", "TOP_LEVEL_KEYS",
+           "Knob", "Metric", "TrainConfig", "check_data_source", "check_model_source", "check_name", "check_value",
+           "config_from_flat", "default_value", "each_epoch", "final_density_epoch", "flat_config", "flatten",
+           "method_knobs", "methods_taking", "metric", "metric_target", "reported_metrics", "test_twin"]
 
-# What every run reports each epoch besides `epoch` (val_* only with a validation split): the one list
-# a sweep logs and may optimise.
-REPORTED_METRICS = ("train_loss", "val_accuracy", "val_loss", "test_accuracy", "test_loss", "density",
-                    "compression_ratio", "lr")
 NESTED = mapping_fields()   # pruner, model_args: the keys set as pruner.<knob>, model_args.<argument>
 TOP_LEVEL_KEYS = tuple(name for name in field_types(TrainConfig) if name not in NESTED)
 METHOD_NAMES = tuple(METHODS)
@@ -49,9 +46,19 @@ class Knob:
     choices: tuple[str, ...] | None = None
 
 
-def reported_metrics(val_fraction: float) -> tuple[str, ...]:
-    """What a run with this `val_fraction` reports: val_* only when it holds out a validation split."""
-    return tuple(m for m in REPORTED_METRICS if val_fraction > 0 or not m.startswith("val_"))
+def reported_metrics(val_fraction: float = 0.1) -> tuple[str, ...]:
+    """What a run with this `val_fraction` reports besides `epoch` (val_* only when it holds out a validation
+    split): the metrics a sweep logs and may optimise, from the one table (weightmom.objectives)."""
+    from weightmom import objectives
+
+    return objectives.reported(val_fraction)
+
+
+def metric_target(name: str, config: TrainConfig) -> float | None:
+    """The final value of metric `name` that a run of `config` aims for (its target density), or None when
+    the config does not tell."""
+    entry = metric(name)
+    return None if entry is None or entry.target is None else float(getattr(config, entry.target))
 
 
 def config_from_flat(flat: Mapping[str, Any]) -> TrainConfig:

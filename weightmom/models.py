@@ -7,21 +7,24 @@ width)``; every model works on both 8x8 one-channel digits and 32x32 RGB CIFAR i
 ``width`` scales every hidden channel / unit count so benchmarks can run small copies
 on a CPU; ``width=1.0`` is the standard architecture.
 
-A user's own model is named by import path, ``package.module:factory``, and built as
-``factory(input_shape, num_classes, **model_args)``; it is checked like a registered one.
+A user's own model is named by import path, ``package.module:factory``, and built in one of two
+forms (`factory_form` says which): the project's, ``factory(input_shape, num_classes, **model_args)``,
+or torchvision's and timm's, ``factory(num_classes=N, **model_args)``. It is checked like a
+registered one.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from weightmom.errors import UsageError, require
-from weightmom.imports import check_call, import_path_of, is_import_path, resolve
+from weightmom.imports import check_call, import_path_of, is_import_path, resolve, takes_keyword
 
 Shape = tuple[int, int, int]
 
@@ -310,8 +313,8 @@ def model_factory(name: str, width: float = 1.0, model_args: dict | None = None,
                   partial: bool = False) -> ModelFactory:
     """Resolve `name` now and build later: a bad name fails before any data loads.
 
-    `name` is a registered model or an import path `package.module:factory`, called as
-    `factory(input_shape, num_classes, **model_args)`; `width` is for registered models only.
+    `name` is a registered model or an import path `package.module:factory`, called in the form
+    `factory_form` picks; `width` is for registered models only.
     `partial` accepts model_args that leave out required arguments (a search space sets some per trial).
     """
     model_args = dict(model_args or {})
@@ -322,10 +325,7 @@ def model_factory(name: str, width: float = 1.0, model_args: dict | None = None,
             raise UsageError(f"width must be a positive number, got {width!r}")
         return lambda shape, classes: MODELS[name](shape, classes, float(width))
     require(width == 1.0, f"width applies to the built-in models; pass {name}'s own arguments as model_args")
-    factory = resolve(name, "model")
-    check_call(factory, f"model {name!r} cannot be called as factory(input_shape, num_classes, **model_args)",
-               2, model_args, partial)
-    return lambda shape, classes: checked_model(factory(shape, classes, **model_args), name)
+    return factory_builder(resolve(name, "model"), name, model_args, partial)
 
 
 def model_source(name: str, width: float, model_args: dict, model: object = None) -> tuple[str, ModelFactory]:
@@ -340,9 +340,65 @@ def model_source(name: str, width: float, model_args: dict, model: object = None
         return label, lambda shape, classes: checked_model(model, label)
     require(callable(model), f"model must be an nn.Module or a factory, got {type(model).__name__}")
     label = import_path_of(model) or f"<{getattr(model, '__qualname__', type(model).__name__)}>"
-    check_call(model, f"model {label} cannot be called as factory(input_shape, num_classes, **model_args)",
-               2, model_args)
-    return label, lambda shape, classes: checked_model(model(shape, classes, **model_args), label)
+    return label, factory_builder(model, label, dict(model_args), partial=False)
+
+
+# --------------------------------------------------------------------------- a user's factory
+
+PROJECT_FORM = "factory(input_shape, num_classes, **model_args)"
+KEYWORD_FORM = "factory(num_classes=N, **model_args)"
+
+
+def factory_form(factory: Callable[..., nn.Module], model_args: Iterable[str]) -> str:
+    """PROJECT_FORM when the factory's first two parameters are positional, required and not set by
+    model_args (the project's own `build(input_shape, num_classes, ...)`); KEYWORD_FORM otherwise, as
+    torchvision (`resnet18(*, weights=None, **kwargs)`) and timm (`create_model(model_name, ...)`, with
+    model_name in model_args) write theirs. A factory whose signature cannot be read keeps PROJECT_FORM.
+    """
+    try:
+        parameters = list(inspect.signature(factory).parameters.values())
+    except (TypeError, ValueError):
+        return PROJECT_FORM
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    leading = parameters[:2]
+    fits = len(leading) == 2 and all(p.kind in positional and p.default is p.empty and p.name not in model_args
+                                     for p in leading)
+    return PROJECT_FORM if fits else KEYWORD_FORM
+
+
+def factory_builder(factory: Callable[..., nn.Module], label: str, model_args: dict,
+                    partial: bool = False) -> ModelFactory:
+    """Check now that `factory` can be called with `model_args` in its form; build (checked) later.
+
+    A `num_classes` in model_args is the data's to set: it is taken out, and at build time it must agree
+    with the data's class count.
+    """
+    stated = model_args.pop("num_classes", None)
+    form = factory_form(factory, model_args)
+    if form == KEYWORD_FORM and not takes_keyword(factory, "num_classes"):
+        raise UsageError(f"model {label!r} fits neither {PROJECT_FORM} (two required positional parameters first) "
+                         f"nor {KEYWORD_FORM} (a num_classes keyword)")
+    check_call(factory, f"model {label!r} cannot be called as {form}", 2 if form == PROJECT_FORM else 0,
+               model_args if form == PROJECT_FORM else {"num_classes": None, **model_args}, partial)
+
+    def build(shape: Shape, classes: int) -> nn.Module:
+        require(stated is None or stated == classes,
+                f"model {label!r}: model_args.num_classes={stated!r} contradicts the data's {classes} classes; "
+                "leave it out (the data sets it)")
+        try:
+            built = (factory(shape, classes, **model_args) if form == PROJECT_FORM
+                     else factory(num_classes=classes, **model_args))
+        except UsageError:
+            raise
+        except Exception as err:  # a user's factory can raise anything (timm: an unknown model_name)
+            raise UsageError(f"model {label!r} failed to build: {_error_line(err)}") from None
+        return checked_model(built, label)
+
+    return build
+
+
+def _error_line(err: BaseException) -> str:
+    return " ".join(f"{type(err).__name__}: {err}".split())
 
 
 def checked_model(model: object, name: str) -> nn.Module:
@@ -363,8 +419,7 @@ def check_forward(model: nn.Module, sample: torch.Tensor, num_classes: int, name
         with torch.no_grad():
             logits = model(sample[:1])
     except Exception as err:  # a user's forward can raise anything
-        raise UsageError(f"model {name!r} fails on a {tuple(sample[:1].shape)} input: "
-                         f"{' '.join(f'{type(err).__name__}: {err}'.split())}") from None
+        raise UsageError(f"model {name!r} fails on a {tuple(sample[:1].shape)} input: {_error_line(err)}") from None
     finally:
         model.train(was_training)
     if not isinstance(logits, torch.Tensor) or tuple(logits.shape) != (1, num_classes):

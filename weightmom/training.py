@@ -2,8 +2,8 @@
 
 One `train(config)` call is one run, from a notebook, the command line or a
 sweep trial alike. `report(metrics)` is called after every epoch with `epoch` and
-weightmom.contract.REPORTED_METRICS; a sweep passes its own reporting function there.
-The step itself is weightmom.trainer's.
+weightmom.objectives.METRICS; a sweep passes its own reporting function there.
+The step itself is weightmom.train_step's.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from weightmom.errors import TrainingDiverged, UsageError
 from weightmom.metrics import sparsity_report
 from weightmom.models import ModelFactory, check_forward, model_source
 from weightmom.pruning import Pruner, TrainingContext, create_pruner, pruner_config
-from weightmom.trainer import Trainer, autocast
+from weightmom.train_step import Trainer, autocast
 
 Report = Callable[[dict], None]
 EpochEnd = Callable[[dict, "TrainResult"], None]
@@ -191,6 +191,7 @@ class _Run:
             **evaluate_splits(trainer.model, self.dataset, trainer.channels_last),
             "density": sparsity["density"], "compression_ratio": sparsity["compression_ratio"],
             "lr": trainer.optimizer.param_groups[0]["lr"],
+            **trainer.pruner.channels.slim_size(),   # params, macs, channel_density of the slimmed network
         }
         return metrics, sparsity
 
@@ -271,6 +272,7 @@ def _final_metrics(config: TrainConfig, dataset: Data, model: nn.Module, pruner:
     """The `--json` content: last epoch's quality, what the network keeps, and the resolved configs."""
     resolved = replace(config, density=config.target_density)
     quality = {k: v for k, v in last_epoch.items() if k.startswith(("val_", "test_"))}
+    quality |= {k: last_epoch[k] for k in ("params", "macs", "channel_density") if k in last_epoch}
     return {
         **quality, "val_fraction": config.val_fraction,
         **{f"{split}_size": dataset.size(split) for split in ("train", "val", "test")},

@@ -1,4 +1,5 @@
-"""Choosing the config to ship: the most accurate trial under a density cap, or the sparsest above an accuracy floor.
+"""Choosing the config to ship: the most accurate trial under caps (density, MACs, any objective), or the
+smallest above an accuracy floor.
 
 Accuracy here is validation accuracy: the test set is reported beside it, never used to choose.
 """
@@ -6,13 +7,14 @@ Accuracy here is validation accuracy: the test set is reported beside it, never 
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
 
 from sweeps.records.results import MODEL_FILE, config_key
-from weightmom.contract import TrainConfig, config_from_flat
+from weightmom.contract import TrainConfig, config_from_flat, metric
 from weightmom.errors import UsageError, require
 from weightmom.files import atomic_write
 
@@ -24,31 +26,65 @@ class NothingQualifies(Exception):
 ACCURACY = "val_accuracy"
 
 
-def pick(rows: list[dict], max_density: float | None = None, min_accuracy: float | None = None) -> dict:
+@dataclass(frozen=True)
+class Limit:
+    """A constraint on a completed trial: `metric` at most (`bound` "max") or at least ("min") `value`."""
+
+    metric: str
+    bound: str
+    value: float
+
+    def allows(self, row: dict) -> bool:
+        value = row.get(self.metric)
+        if value is None:
+            return False
+        return value <= self.value if self.bound == "max" else value >= self.value
+
+    def __str__(self) -> str:
+        name = "val accuracy" if self.metric == ACCURACY else self.metric
+        return f"{name} {'<=' if self.bound == 'max' else '>='} {self.value:g}"
+
+
+def limits_of(max_density: float | None = None, min_accuracy: float | None = None) -> list[Limit]:
+    """The two classic constraints as limits."""
+    return ([Limit("density", "max", max_density)] if max_density is not None else []) + (
+        [Limit(ACCURACY, "min", min_accuracy)] if min_accuracy is not None else [])
+
+
+def size_metric(objectives: Sequence[tuple[str, str]], limits: Sequence[Limit] = ()) -> str:
+    """What "smallest" means when choosing: the metric a cap limits (--max-macs), else the sweep's objective
+    other than accuracy (density, macs, params), else density."""
+    capped = [limit.metric for limit in limits if limit.metric != ACCURACY]
+    others = [name for name, _ in objectives if name != ACCURACY]
+    return (capped or others or ["density"])[0]
+
+
+def pick(rows: list[dict], max_density: float | None = None, min_accuracy: float | None = None, *,
+         limits: Sequence[Limit] = (), size: str = "density") -> dict:
+    """The trial to ship among the completed ones that meet every limit: the most accurate (on val), or, when
+    the only limits are accuracy floors, the smallest by `size` (density, macs, params: the objective table's
+    mode says which way is smaller). Ties go to the other criterion."""
+    limits = [*limits_of(max_density, min_accuracy), *limits]
     complete = [r for r in rows if r.get("state") == "COMPLETE"]
     require(bool(complete), "the sweep has no completed trial yet")
     require(all(r.get(ACCURACY) is not None for r in complete),
             "the sweep's trials report no val_accuracy (val_fraction 0, or a sweep from before the validation "
             "split); choosing on test accuracy would be optimistic, so best needs a sweep with a validation split")
-    ok = [r for r in complete
-          if (max_density is None or r["density"] <= max_density)
-          and (min_accuracy is None or r[ACCURACY] >= min_accuracy)]
+    entry = metric(size)
+    smaller = 1.0 if entry is None or entry.mode != "max" else -1.0   # compression_ratio: larger is smaller
+    sized = [r for r in complete if r.get(size) is not None]
+    ok = [r for r in sized if all(limit.allows(r) for limit in limits)]
     if not ok:
-        sparsest = min(complete, key=lambda r: r["density"])
+        smallest = min(sized, key=lambda r: smaller * r[size], default=None)
         best = max(complete, key=lambda r: r[ACCURACY])
+        closest = (f"the smallest has {size} {smallest[size]:.4g} (val accuracy {smallest[ACCURACY]:.4f}), "
+                   if smallest is not None else "")
         raise NothingQualifies(
-            f"no completed trial has {_constraint(max_density, min_accuracy)}; of {len(complete)} completed, "
-            f"the sparsest has density {sparsest['density']:.4f} (val accuracy {sparsest[ACCURACY]:.4f}), "
-            f"the most accurate {best[ACCURACY]:.4f} (density {best['density']:.4f})")
-    if max_density is None and min_accuracy is not None:
-        return min(ok, key=lambda r: (r["density"], -r[ACCURACY]))
-    return max(ok, key=lambda r: (r[ACCURACY], -r["density"]))
-
-
-def _constraint(max_density: float | None, min_accuracy: float | None) -> str:
-    parts = ([f"density <= {max_density}"] if max_density is not None else []) + (
-        [f"val accuracy >= {min_accuracy}"] if min_accuracy is not None else [])
-    return " and ".join(parts) or "a result"
+            f"no completed trial has {' and '.join(map(str, limits)) or 'a result'}; of {len(complete)} completed, "
+            f"{closest}the most accurate {best[ACCURACY]:.4f} ({size} {best.get(size, float('nan')):.4g})")
+    if limits and all(limit.metric == ACCURACY for limit in limits):
+        return min(ok, key=lambda r: (smaller * r[size], -r[ACCURACY]))
+    return max(ok, key=lambda r: (r[ACCURACY], -smaller * r[size]))
 
 
 def train_config_of(row: dict) -> TrainConfig:
@@ -58,9 +94,11 @@ def train_config_of(row: dict) -> TrainConfig:
 
 
 def describe(row: dict) -> str:
-    """The chosen trial's numbers: val (what chose it), test (what to expect), density."""
+    """The chosen trial's numbers: val (what chose it), test (what to expect), density, and what it costs to
+    run (MACs per image, params) where the trial measured them."""
+    costs = "".join(f", {name} {row[name]:.4g}" for name in ("macs", "params") if row.get(name) is not None)
     return (f"val_accuracy {row[ACCURACY]:.4f} (chosen on), test_accuracy {row['test_accuracy']:.4f} (held out), "
-            f"density {row['density']:.4f}")
+            f"density {row['density']:.4f}{costs}")
 
 
 def retrain_command(config_path: str | Path, program: str = "weightmom") -> str:

@@ -17,7 +17,8 @@ from pathlib import Path
 from scipy import stats
 
 from sweeps.analysis.best import train_config_of
-from sweeps.records.results import read_table, write_rows
+from sweeps.records.folder import METHOD_PLOT, METHOD_TABLE, METHOD_TABLE_MD, MLFLOW_PENDING, PLOTS, SWEEP_STATE_FILE
+from sweeps.records.results import sweep_rows, write_rows
 from weightmom.errors import require
 from weightmom.files import atomic_write
 
@@ -76,9 +77,9 @@ class Paired:
 
 def complete_rows(folder: Path) -> list[dict]:
     """The sweep's COMPLETE trials, or one clear error saying why there are none."""
-    require(folder.is_dir() and (folder / "sweep.json").is_file(), f"{folder}: no sweep here (sweep.json missing)")
-    table = folder / "trials.parquet"
-    rows = read_table(table) if table.is_file() else []
+    require(folder.is_dir() and (folder / SWEEP_STATE_FILE).is_file(),
+            f"{folder}: no sweep here ({SWEEP_STATE_FILE} missing)")
+    rows = sweep_rows(folder, required=False)
     complete = [r for r in rows if r.get("state") == "COMPLETE"]
     require(bool(complete), f"{folder}: no COMPLETE trial to tabulate ({len(rows)} trials recorded)")
     return complete
@@ -210,8 +211,8 @@ def write_table(folder: Path, by: Sequence[str] = ()) -> tuple[str, list[Path]]:
     sections += ["## Paired differences (same seed)\n", paired_markdown(paired(tables["test_accuracy"]),
                                                                         "test_accuracy", by), ""]
     text = "\n".join(sections)
-    (folder / "plots").mkdir(exist_ok=True)
-    paths = [folder / "table.md", folder / "table.parquet", folder / "plots" / "accuracy_vs_density.png"]
+    (folder / PLOTS).mkdir(exist_ok=True)
+    paths = [folder / METHOD_TABLE_MD, folder / METHOD_TABLE, folder / PLOTS / METHOD_PLOT]
     atomic_write(paths[0], lambda tmp: Path(tmp).write_text(text))
     write_rows(paths[1], long_rows(tables, by))
     accuracy_plot(tables["test_accuracy"], "test_accuracy", paths[2])
@@ -224,7 +225,7 @@ def log_to_parent_run(folder: Path, paths: Sequence[Path]) -> None:
     from sweeps.records.state import load_state
 
     state = load_state(folder)
-    client = ResilientClient(state.tracking_uri, folder / "mlflow_pending.jsonl")
+    client = ResilientClient(state.tracking_uri, folder / MLFLOW_PENDING)
     for path in paths:
         client.log_artifact(state.parent_run_id, str(path), "table")
     client.flush(force=True)

@@ -1,7 +1,5 @@
-"""Pareto fronts and hypervolumes over finished sweep trials.
-
-Pure functions over plain rows (dicts) and arrays, so the sweep driver, the
-`weightmom pareto` command and the tests share one definition of "best".
+"""A sweep's Pareto front and its hypervolume, over plain rows (dicts): what the driver, `weightmom pareto`
+and the plots show. The math is sweeps.basis.dominance's; what each metric's range is, the objective table's.
 Objectives are given as parallel sequences: metric names and modes ("max"/"min").
 """
 
@@ -13,130 +11,40 @@ from numbers import Real
 
 import numpy as np
 
+from sweeps.basis.dominance import (
+    DENSITY_FLOOR,
+    MODES,
+    accuracy_density_hypervolume,
+    as_matrix,
+    finite_number,
+    hypervolume,
+    pareto_mask,
+    signs,
+)
+from weightmom.contract import metric, test_twin
 from weightmom.errors import require
 
-MODES = ("max", "min")
-# Metrics with a known range: the worst end of it is a reference point that does not
-# move between sweeps, so hypervolumes of different sweeps stay comparable.
-_BOUNDS: dict[str, tuple[float, float]] = {
-    "density": (0.0, 1.0),
-    "compression_ratio": (1.0, math.inf),
-}
-
-
-def _signs(modes: Sequence[str], k: int) -> np.ndarray:
-    """+1 for "min", -1 for "max": multiplying turns every objective into a minimisation."""
-    require(len(modes) == k, f"{len(modes)} modes for {k} objectives")
-    for mode in modes:
-        require(mode in MODES, f"objective mode {mode!r}: expected one of {', '.join(MODES)}")
-    return np.array([1.0 if mode == "min" else -1.0 for mode in modes])
-
-
-def _as_matrix(values: np.ndarray | Sequence[Sequence[float]]) -> np.ndarray:
-    array = np.asarray(values, dtype=float)
-    if array.ndim == 1 and array.size == 0:
-        array = array.reshape(0, 0)
-    require(array.ndim == 2, f"objective values must be an (n, k) array, got shape {array.shape}")
-    return array
-
-
-def pareto_mask(values: np.ndarray, modes: Sequence[str]) -> np.ndarray:
-    """True for the non-dominated rows of an (n, k) array.
-
-    Equal points do not dominate each other, so every copy of a front point is kept;
-    a row with any NaN is never on the front (and dominates nothing).
-    """
-    array = _as_matrix(values)
-    n, k = array.shape
-    if n == 0:
-        return np.zeros(0, dtype=bool)
-    loss = array * _signs(modes, k)
-    valid = ~np.isnan(loss).any(axis=1)
-    mask = valid.copy()
-    candidates = loss[valid]
-    for i in np.flatnonzero(valid):
-        no_worse = (candidates <= loss[i]).all(axis=1)
-        better = (candidates < loss[i]).any(axis=1)
-        if (no_worse & better).any():
-            mask[i] = False
-    return mask
-
-
-def hypervolume(values: np.ndarray, modes: Sequence[str], reference: Sequence[float]) -> float:
-    """Volume dominated by the points and bounded by `reference` (a worst point).
-
-    Points worse than the reference in any objective add nothing and NaN rows are
-    ignored, so partial results never raise.
-    """
-    array = _as_matrix(values)
-    k = len(reference)
-    signs = _signs(modes, k)
-    ref = np.asarray(reference, dtype=float) * signs
-    require(bool(np.isfinite(ref).all()), f"hypervolume reference {list(reference)} must be finite")
-    if array.size == 0:
-        return 0.0
-    require(array.shape[1] == k, f"{array.shape[1]} objectives but a {k}-dimensional reference")
-    loss = array * signs
-    inside = ~np.isnan(loss).any(axis=1) & (loss <= ref).all(axis=1)
-    if not inside.any():
-        return 0.0
-    return _dominated_volume(loss[inside], ref)
-
-
-def _dominated_volume(loss: np.ndarray, ref: np.ndarray) -> float:
-    """The exact volume between minimisation points (each <= ref) and ref.
-
-    Two objectives: a staircase sweep. More: slabs along the last objective, each as thick as the gap to the
-    next point and as wide as the volume the points below it dominate in the other objectives. Fine for the
-    1 to 3 objectives and the few hundred trials of a sweep (optuna's own is private API).
-    """
-    if loss.shape[1] == 1:
-        return float(ref[0] - loss[:, 0].min())
-    if loss.shape[1] == 2:
-        order = np.lexsort((loss[:, 1], loss[:, 0]))   # by the first objective, then the second
-        widths = np.diff(np.append(loss[order, 0], ref[0]))
-        return float(widths @ (ref[1] - np.minimum.accumulate(loss[order, 1])))
-    loss = loss[np.argsort(loss[:, -1], kind="stable")]
-    heights = np.diff(np.append(loss[:, -1], ref[-1]))
-    return float(sum(h * _dominated_volume(loss[: i + 1, :-1], ref[:-1]) for i, h in enumerate(heights) if h > 0))
-
-
-DENSITY_FLOOR = 0.01   # the log-density axis runs from density 1 down to this (100x compression)
-
-
-def accuracy_density_hypervolume(points: Sequence[tuple[float, float]], chance: float = 0.0) -> float:
-    """The area dominated by (accuracy, density) points in (log10 density, accuracy) space, normalised to 1.
-
-    Density is clipped to [DENSITY_FLOOR, 1] and read on a log axis (density 1 is 0, 0.01 is 1), accuracy
-    runs from `chance` (0) to 1 (1). On a linear density axis every decent front covers about 95% of the
-    square and sweeps cannot be told apart; on the log axis the sparse end, where methods differ, counts.
-    """
-    scaled = []
-    for accuracy, density in points:
-        if not (_finite_number(accuracy) and _finite_number(density)):
-            continue
-        x = math.log10(min(max(density, DENSITY_FLOOR), 1.0)) / math.log10(DENSITY_FLOOR)
-        y = min(max((accuracy - chance) / (1.0 - chance), 0.0), 1.0)
-        scaled.append((x, y))
-    # Both axes grow towards the corner (1, 1): negated, they are losses dominating the reference (0, 0).
-    return _dominated_volume(-np.asarray(scaled), np.zeros(2)) if scaled else 0.0
-
+__all__ = ["DENSITY_FLOOR", "MODES", "accuracy_density_hypervolume", "above_chance", "default_reference",
+           "format_table", "front_determines_hypervolume", "front_rows", "hypervolume", "objective_matrix",
+           "pareto_mask", "shown_metrics", "sweep_hypervolume"]
 
 def sweep_hypervolume(rows: Sequence[dict], metrics: Sequence[str], modes: Sequence[str]) -> tuple[float, str]:
     """The hypervolume a sweep reports (parent run, plot titles, `pareto`), with a few words on its definition.
 
-    For the usual objectives (an accuracy to maximise, density to minimise) it is the log-density area
-    above chance, comparable across sweeps and with benchmarks/search_quality.py; for any other objectives,
-    the plain hypervolume against default_reference.
+    For an accuracy to maximise against a size read on a log axis (density, MACs, params: the objective table
+    says which), it is the area above chance against log size, from the size's bound (density 1) or the
+    largest size seen, down to 100x smaller: comparable across sweeps and, for density, with
+    benchmarks/search_quality.py. For any other objectives, the plain hypervolume against default_reference.
     """
     complete = [r for r in rows if r.get("state") == "COMPLETE"]
-    pairs = {m: mode for m, mode in zip(metrics, modes)}
-    accuracy = next((m for m, mode in pairs.items() if m.endswith("accuracy") and mode == "max"), None)
-    if len(pairs) == 2 and accuracy and pairs.get("density") == "min":
-        classes = [r["num_classes"] for r in complete if _finite_number(r.get("num_classes"))]
+    accuracy, size = _accuracy_and_size(metrics, modes)
+    if accuracy and size:
+        classes = [r["num_classes"] for r in complete if finite_number(r.get("num_classes"))]
         chance = 1.0 / min(classes) if classes else 0.0
-        volume = accuracy_density_hypervolume([(r.get(accuracy), r.get("density")) for r in complete], chance)
-        return volume, f"log-density hypervolume {volume:.4f} ({accuracy} above chance {chance:.2g})"
+        full = _full_size(size, rows)
+        volume = accuracy_density_hypervolume(
+            [(r.get(accuracy), r[size] / full if finite_number(r.get(size)) else None) for r in complete], chance)
+        return volume, f"log-{size} hypervolume {volume:.4f} ({accuracy} above chance {chance:.2g})"
     values = objective_matrix(complete, metrics)
     finite = values[np.isfinite(values).all(axis=1)]
     if not len(finite):
@@ -146,10 +54,28 @@ def sweep_hypervolume(rows: Sequence[dict], metrics: Sequence[str], modes: Seque
     return volume, f"hypervolume {volume:.4g} (reference {', '.join(f'{r:.4g}' for r in reference)})"
 
 
+def _accuracy_and_size(metrics: Sequence[str], modes: Sequence[str]) -> tuple[str | None, str | None]:
+    """(an accuracy to maximise, a log-scale size to minimise) when those are the two objectives."""
+    entries = [(metric(m), mode) for m, mode in zip(metrics, modes)]
+    if len(entries) != 2 or any(e is None for e, _ in entries):
+        return None, None
+    accuracy = next((e.name for e, mode in entries if e.chance_floor and mode == "max"), None)
+    size = next((e.name for e, mode in entries if e.log_scale and mode == "min"), None)
+    return accuracy, size
+
+
+def _full_size(size: str, rows: Sequence[dict]) -> float:
+    """The size a log axis starts from: the metric's bound (density 1), else the largest value seen."""
+    high = metric(size).high
+    if math.isfinite(high):
+        return high
+    return max((float(r[size]) for r in rows if finite_number(r.get(size)) and r[size] > 0), default=1.0)
+
+
 def front_determines_hypervolume(metrics: Sequence[str], modes: Sequence[str]) -> bool:
     """Whether sweep_hypervolume of the front alone equals that of all rows: yes unless a reference point
     comes from the worst observed value (an unbounded metric), which dominated rows can move."""
-    worst = [_bounds(m)[0] if mode == "max" else _bounds(m)[1] for m, mode in zip(metrics, modes)]
+    worst = [_worst(m, mode) for m, mode in zip(metrics, modes)]
     return not any(math.isinf(w) for w in worst)
 
 
@@ -159,37 +85,33 @@ def default_reference(metrics: Sequence[str], modes: Sequence[str], values: np.n
     Accuracies and density live in [0, 1] and compression ratios in [1, inf); other
     metrics (losses, seconds) need `values` (an (n, k) array of the observed points).
     """
-    signs = _signs(modes, len(metrics))
-    observed = None if values is None else _as_matrix(values)
+    sign = signs(modes, len(metrics))
+    observed = None if values is None else as_matrix(values)
     reference = []
-    for j, (metric, mode) in enumerate(zip(metrics, modes)):
-        low, high = _bounds(metric)
-        worst = low if mode == "max" else high
+    for j, (name, mode) in enumerate(zip(metrics, modes)):
+        worst = _worst(name, mode)
         if math.isinf(worst):
-            require(observed is not None and observed.size > 0, f"no observed values of {metric} for a reference")
-            column = observed[:, j] * signs[j]
+            require(observed is not None and observed.size > 0, f"no observed values of {name} for a reference")
+            column = observed[:, j] * sign[j]
             column = column[~np.isnan(column)]
-            require(column.size > 0, f"no observed values of {metric} for a reference")
-            worst = float(column.max() * signs[j])
+            require(column.size > 0, f"no observed values of {name} for a reference")
+            worst = float(column.max() * sign[j])
         reference.append(worst)
     return reference
 
 
-def _bounds(metric: str) -> tuple[float, float]:
-    name = metric.rsplit(".", 1)[-1]
-    if name.endswith("accuracy"):
-        return 0.0, 1.0
-    return _BOUNDS.get(name, (-math.inf, math.inf))
-
-
-def _finite_number(value: object) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+def _worst(name: str, mode: str) -> float:
+    """The worst end of the metric's range in the objective table (infinite when unbounded or unknown)."""
+    entry = metric(name)
+    if entry is None:
+        return -math.inf if mode == "max" else math.inf
+    return entry.low if mode == "max" else entry.high
 
 
 def objective_matrix(rows: Sequence[dict], metrics: Sequence[str]) -> np.ndarray:
     """An (n, k) float array of the rows' metrics; missing or non-numeric values become NaN."""
     return np.array(
-        [[float(row[m]) if _finite_number(row.get(m)) else math.nan for m in metrics] for row in rows],
+        [[float(row[m]) if finite_number(row.get(m)) else math.nan for m in metrics] for row in rows],
         dtype=float,
     ).reshape(len(rows), len(metrics))
 
@@ -198,26 +120,39 @@ def front_rows(rows: Sequence[dict], metrics: Sequence[str], modes: Sequence[str
     """The non-dominated COMPLETE rows, best first by the first metric (then the next ones).
 
     Only COMPLETE trials with finite values for every metric compete: a PRUNED trial's
-    metrics are from a shortened run and must not push real results off the front.
+    metrics are from a shortened run and must not push real results off the front. A row at or below
+    chance on an accuracy it maximises is no choice (it adds no hypervolume): it stays in the rows only.
     """
-    signs = _signs(modes, len(metrics))
-    eligible = [
-        row for row in rows if row.get("state") == "COMPLETE" and all(_finite_number(row.get(m)) for m in metrics)
-    ]
+    sign = signs(modes, len(metrics))
+    eligible = [row for row in rows if row.get("state") == "COMPLETE"
+                and all(finite_number(row.get(m)) for m in metrics) and above_chance(row, metrics, modes)]
     if not eligible:
         return []
     mask = pareto_mask(objective_matrix(eligible, metrics), modes)
     front = [row for row, keep in zip(eligible, mask) if keep]
-    return sorted(front, key=lambda row: tuple(float(row[m]) * s for m, s in zip(metrics, signs)))
+    return sorted(front, key=lambda row: tuple(float(row[m]) * s for m, s in zip(metrics, sign)))
+
+
+# A result within this share of the way from chance to perfect is no better than a guess on a split of a few
+# hundred images (a constant predictor scores 1/classes give or take the split's class balance: 0.103 on digits).
+CHANCE_MARGIN = 0.05
+
+
+def above_chance(row: dict, metrics: Sequence[str], modes: Sequence[str]) -> bool:
+    """False when the row's value of a maximised accuracy (the table's chance_floor) is at chance: within
+    CHANCE_MARGIN of the way from 1 / num_classes to 1. True when the row does not say its number of classes."""
+    classes = row.get("num_classes")
+    if not finite_number(classes) or classes < 2:
+        return True
+    floors = [m for m, mode in zip(metrics, modes) if mode == "max" and (e := metric(m)) is not None and e.chance_floor]
+    chance = 1.0 / classes
+    return all(float(row[m]) > chance + CHANCE_MARGIN * (1.0 - chance) for m in floors)
 
 
 def shown_metrics(metrics: Sequence[str]) -> list[str]:
     """The objectives as a reader of the front sees them: each val_* with its test_* twin beside it, so the
     optimism of choosing is visible."""
-    shown = []
-    for metric in metrics:
-        shown += [metric, f"test_{metric.removeprefix('val_')}"] if metric.startswith("val_") else [metric]
-    return shown
+    return [shown for name in metrics for shown in (name, test_twin(name)) if shown is not None]
 
 
 def _cell(value: object) -> str:

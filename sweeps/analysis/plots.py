@@ -16,10 +16,9 @@ import numpy as np
 
 from sweeps.analysis.html_figure import Tooltips, table_html, write_page
 from sweeps.analysis.pareto import objective_matrix, shown_metrics
+from weightmom.contract import metric
 from weightmom.errors import require
 from weightmom.files import atomic_write
-
-_LOG_SCALE = ("density", "compression_ratio")  # spans decades in a pruning sweep
 
 
 def _by_state(rows: Sequence[dict], metrics: Sequence[str], state: str) -> list[dict]:
@@ -49,12 +48,14 @@ def _title(rows: Sequence[dict], front: Sequence[dict], quality: str) -> str:
     return f"Pareto front: {len(front)} of {len(complete)} complete trials\n{quality}"
 
 
-def _label(metric: str, mode: str) -> str:
-    return f"{metric} ({'higher' if mode == 'max' else 'lower'} is better)"
+def _label(name: str, mode: str) -> str:
+    return f"{name} ({'higher' if mode == 'max' else 'lower'} is better)"
 
 
-def _log_x(metric: str, xs: Sequence[float]) -> bool:
-    return metric.rsplit(".", 1)[-1] in _LOG_SCALE and bool(xs) and min(xs) > 0
+def _log_x(name: str, xs: Sequence[float]) -> bool:
+    """A log axis for a metric the objective table says spans decades (density, MACs), when every x is positive."""
+    entry = metric(name.rsplit(".", 1)[-1])
+    return entry is not None and entry.log_scale and bool(xs) and min(xs) > 0
 
 
 def log_ticks(low: float, high: float) -> list[float]:

@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from sweeps.analysis.html_figure import Tooltips, write_page
 from sweeps.analysis.plots import log_ticks
+from sweeps.records.folder import IMPORTANCES_HTML, PARALLEL_HTML
 from sweeps.records.results import recorded_name
 from weightmom.errors import require
 
@@ -37,9 +38,9 @@ def study_plots(study: optuna.Study, metrics: Sequence[str], directory: str | Pa
               if t.params and math.isfinite(t.values[0])]
     written = []
     if len(trials) >= 2 and _some_param_varies(trials):
-        written.append(importance_page(study, len(trials), metrics, directory / "param_importances.html"))
+        written.append(importance_page(study, len(trials), metrics, directory / IMPORTANCES_HTML))
     if trials:
-        written.append(parallel_page(trials, metrics, directory / "parallel_coordinates.html"))
+        written.append(parallel_page(trials, metrics, directory / PARALLEL_HTML))
     return written
 
 

@@ -22,11 +22,12 @@ import ray  # noqa: F401 - Ray ships psutil (ray/thirdparty_files) and puts it o
 # isort: split
 import psutil
 
+from sweeps.records.folder import RAY_SESSION
 from weightmom.files import atomic_write
 
 log = logging.getLogger(__name__)
 
-SESSION_FILE = "ray_session.json"
+SESSION_FILE = RAY_SESSION
 
 
 def record(out: Path, session_dir: str) -> None:

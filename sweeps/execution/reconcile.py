@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING
 
 import optuna
 
-from sweeps.recorder.trial_rows import config_columns
+from sweeps.bookkeeping.trial_rows import config_columns
+from sweeps.records.folder import MLFLOW_PENDING, TRIALS
 from sweeps.records.mlflow_client import ResilientClient
 from sweeps.records.results import ResultsTable
 from sweeps.search.searcher import RAY_TRIAL_ID
-from weightmom.contract import REPORTED_METRICS
+from weightmom.contract import reported_metrics
 
 if TYPE_CHECKING:
     from sweeps.records.state import SweepState
@@ -56,7 +57,7 @@ def load_study(space: SearchSpace, state: SweepState) -> optuna.Study | None:
 
 def reconcile(space: SearchSpace, state: SweepState, out: Path, table: ResultsTable | None = None) -> Books:
     """Make the table, the study and MLflow agree (see the module's docstring)."""
-    table = table or ResultsTable(out / "trials.parquet")
+    table = table or ResultsTable(out / TRIALS)
     study = load_study(space, state)
     if study is None:
         return Books([], [], [])
@@ -83,7 +84,7 @@ def reconcile(space: SearchSpace, state: SweepState, out: Path, table: ResultsTa
 
 def child_runs(state: SweepState, out: Path) -> dict[str, object]:
     """The sweep's MLflow child runs by trial id ({} when the server cannot be reached)."""
-    mlflow = ResilientClient(state.tracking_uri, out / "mlflow_pending.jsonl")
+    mlflow = ResilientClient(state.tracking_uri, out / MLFLOW_PENDING)
     runs, token = {}, None
     while True:
         page = mlflow.retry(mlflow.client.search_runs, [state.experiment_id], max_results=1000, page_token=token,
@@ -102,7 +103,7 @@ def from_run(run) -> dict:
     if run is None:
         return {}
     metrics = run.data.metrics
-    return {"mlflow_run_id": run.info.run_id, **{k: metrics[k] for k in REPORTED_METRICS if k in metrics}}
+    return {"mlflow_run_id": run.info.run_id, **{k: metrics[k] for k in reported_metrics() if k in metrics}}
 
 
 def row_from_study(space: SearchSpace, trial: optuna.trial.FrozenTrial) -> dict:

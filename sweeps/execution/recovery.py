@@ -35,6 +35,7 @@ from ray.train._internal.storage import get_fs_and_path
 
 from sweeps.execution.reconcile import SETTLED, load_study, reconcile, row_from_study  # noqa: F401
 from sweeps.execution.trial import TRAINING_STATE_FILE
+from sweeps.records.folder import MLFLOW_PENDING, TRIALS
 from sweeps.records.mlflow_client import ResilientClient
 from sweeps.records.results import ResultsTable
 from sweeps.search.searcher import RAY_TRIAL_ID, RAY_TRIAL_LATEST, RESUME_CHECKPOINT
@@ -123,7 +124,7 @@ def recover(space: SearchSpace, state: SweepState, out: Path, reason: str,
 
     Re-running this after another crash is safe: it reads the same records and decides the same.
     """
-    table = ResultsTable(out / "trials.parquet")
+    table = ResultsTable(out / TRIALS)
     study = load_study(space, state)
     running = reconcile(space, state, out, table).running
     rows = {r["trial_id"]: r for r in table.rows()}
@@ -131,7 +132,7 @@ def recover(space: SearchSpace, state: SweepState, out: Path, reason: str,
     requeued, dropped = running[:remaining], running[remaining:]
     for trial in dropped:   # more were running than the budget has room for: never the case in practice
         study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
-    mlflow = ResilientClient(state.tracking_uri, out / "mlflow_pending.jsonl")
+    mlflow = ResilientClient(state.tracking_uri, out / MLFLOW_PENDING)
     for trial in requeued:
         checkpoint = last_checkpoint(state, trial, logged_epoch(mlflow, state, trial.user_attrs.get(RAY_TRIAL_ID)))
         if checkpoint:
@@ -206,7 +207,7 @@ def end_stray_runs(state: SweepState, out: Path, rows: dict[str, dict], keep: se
     saying why. Writes are queued like all MLflow writes; with the server down, runs are left as
     they are (and ended by the next resume). Returns how many runs were ended.
     """
-    mlflow = ResilientClient(state.tracking_uri, out / "mlflow_pending.jsonl")
+    mlflow = ResilientClient(state.tracking_uri, out / MLFLOW_PENDING)
     runs = mlflow.retry(mlflow.client.search_runs, [state.experiment_id], max_results=5000,
                         filter_string=f"tags.mlflow.parentRunId = '{state.parent_run_id}' "
                                       "and attributes.status = 'RUNNING'")

@@ -22,24 +22,24 @@ from mlflow.entities import Param
 from mlflow.tracking import MlflowClient
 from ray import tune
 
+from sweeps.bookkeeping.recorder import SweepRecorder
 from sweeps.execution import ray_patches, ray_session, recovery
 from sweeps.execution.code_dir import runtime_env
 from sweeps.execution.reconcile import ORPHANED, reconcile
 from sweeps.execution.storage import check_shared, default_storage, ensure_local
 from sweeps.execution.trial import run_trial
-from sweeps.recorder.recorder import SweepRecorder
+from sweeps.records.folder import MLFLOW_ARTIFACTS, MLFLOW_PENDING, OPTUNA_DB, TRIALS
 from sweeps.records.lock import LOCK_FILE, SweepLock
 from sweeps.records.mlflow_client import ResilientClient, check_reachable, default_tracking_uri
 from sweeps.records.mlflow_ui import ensure_experiment
 from sweeps.records.partial import set_aside_partial, set_aside_unreadable_table
-from sweeps.records.requeue import trial_params
 from sweeps.records.results import ResultsTable, recorded_name
 from sweeps.records.state import SPACE_COPY, SWEEP_STATE_FILE, SweepState, write_state
-from sweeps.search.fifo import LiveASHAScheduler, LiveFIFOScheduler
-from sweeps.search.moasha import MOASHAScheduler
 from sweeps.search.samplers import make_sampler
+from sweeps.search.schedulers import TargetValue, make_scheduler
 from sweeps.search.searcher import BudgetAwareOptunaSearch
 from sweeps.space.search_space import SearchSpace
+from weightmom.contract import metric
 from weightmom.errors import UsageError, require
 from weightmom.files import atomic_write
 
@@ -103,7 +103,7 @@ def start_records(plan: Plan, options: SweepOptions) -> SweepState:
     out.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     client = MlflowClient(uri)
-    artifacts = (out.resolve() / "mlartifacts").as_uri() if options.tracking_uri is None else None
+    artifacts = (out.resolve() / MLFLOW_ARTIFACTS).as_uri() if options.tracking_uri is None else None
     experiment_id = ensure_experiment(client, space, artifacts)
     parent = client.create_run(experiment_id, run_name=f"{space.name} sweep ({out.name})",
                                tags={"sweep_dir": str(out.resolve()), "space_file": str(space.path)})
@@ -113,7 +113,7 @@ def start_records(plan: Plan, options: SweepOptions) -> SweepState:
         "early_stopping": space.early_stopping.enabled,
         **{f"fixed.{recorded_name(k)}": v for k, v in space.fixed.items()}}))
     client.log_artifact(parent.info.run_id, str(space.path), "space")
-    state = SweepState(space.name, uri, experiment_id, parent.info.run_id, f"sqlite:///{out.resolve() / 'optuna.db'}",
+    state = SweepState(space.name, uri, experiment_id, parent.info.run_id, f"sqlite:///{out.resolve() / OPTUNA_DB}",
                        plan.storage, f"{space.name}-{parent.info.run_id[:8]}", space.trials, space.concurrency,
                        options.smoke_test, space.sampler)
     text = space.path.read_text()
@@ -134,39 +134,18 @@ def make_searcher(space: SearchSpace, state: SweepState, seed: int) -> BudgetAwa
         points_to_evaluate=[dict(p) for p in space.start_points] or None, budget=space.epochs, trials=space.trials)
 
 
-@dataclass(frozen=True)
-class TargetDensity:
-    """A trial's final density, read from its config: MO-ASHA ranks it on this before its schedule ends.
-    A class, not a closure: the scheduler is pickled into Ray's experiment snapshot."""
-
-    space: SearchSpace
-
-    def __call__(self, config: dict) -> float:
-        return float(self.space.train_config(trial_params(config)).density)
-
-
-def make_scheduler(space: SearchSpace):
-    """MO-ASHA over every objective when there are two or more (ASHA on accuracy alone starves the sparse
-    end of the front), ASHA on the one objective otherwise; FIFO when early stopping is off."""
-    if not space.early_stopping.enabled:
-        return LiveFIFOScheduler()
-    first = space.objectives[0]
-    grace = min(space.early_stopping.grace_period, space.epochs)
-    # Our own epoch counter: Ray's training_iteration keeps counting across a restarted trial.
-    if len(space.objectives) >= 2:
-        final_values = {"density": TargetDensity(space)} if "density" in space.metrics else {}
-        return MOASHAScheduler(space.metrics, space.modes, time_attr="epoch", max_t=space.epochs, grace_period=grace,
-                               reduction_factor=space.early_stopping.reduction_factor, final_values=final_values,
-                               promotion=space.early_stopping.promotion)
-    return LiveASHAScheduler(metric=first.metric, mode=first.mode, time_attr="epoch",
-                         max_t=space.epochs, grace_period=min(space.early_stopping.grace_period, space.epochs),
-                         reduction_factor=space.early_stopping.reduction_factor)
+TargetDensity = TargetValue   # the name MO-ASHA's density reader was pickled under in older snapshots
 
 
 def make_reporter(space: SearchSpace) -> tune.CLIReporter:
-    metrics = {"epoch": "epoch", **{m: m.replace("accuracy", "acc") for m in space.metrics}}
+    metrics = {"epoch": "epoch", **{m: _header(m) for m in space.metrics}}
     return tune.CLIReporter(metric_columns=metrics, parameter_columns=list(space.params)[:6],
                             max_report_frequency=15, max_progress_rows=12)
+
+
+def _header(name: str) -> str:
+    entry = metric(name)
+    return entry.header if entry is not None else name
 
 
 def run_sweep(space: SearchSpace, options: SweepOptions) -> list[dict]:
@@ -249,7 +228,7 @@ def run_the_rest(space: SearchSpace, state: SweepState, options: SweepOptions, t
                  recorder: SweepRecorder) -> SweepState:
     """Ray's restored experiment ran what it knew; trials that no record holds run in a new one."""
     reconcile(space, state, options.out)
-    settled = len(ResultsTable(options.out / "trials.parquet"))
+    settled = len(ResultsTable(options.out / TRIALS))
     if settled >= state.trials:
         return state
     why = f"Ray's experiment ended with {settled} of {state.trials} trials settled"
@@ -297,7 +276,7 @@ def recovered_tuner(space: SearchSpace, state: SweepState, options: SweepOptions
 
 def close_sweep(space: SearchSpace, state: SweepState, out: Path) -> list[dict]:
     """Close the books of a sweep that settled its budget; one that ended short keeps them open for --resume."""
-    table = ResultsTable(out / "trials.parquet")
+    table = ResultsTable(out / TRIALS)
     _say(reconcile(space, state, out, table).message())
     table.flush()   # rows a killed driver left in the journal only
     rows = table.rows()
@@ -307,7 +286,7 @@ def close_sweep(space: SearchSpace, state: SweepState, out: Path) -> list[dict]:
         recovery.end_stray_runs(state, out, {r["trial_id"]: r for r in rows}, set(),
                                 "the sweep ended without this trial reporting again")
     # Queued like every other write when the server is down: a finished sweep must not end in a traceback.
-    ResilientClient(state.tracking_uri, out / "mlflow_pending.jsonl").set_terminated(
+    ResilientClient(state.tracking_uri, out / MLFLOW_PENDING).set_terminated(
         state.parent_run_id, "FINISHED" if settled else "KILLED")
     return rows
 

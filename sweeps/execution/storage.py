@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 from urllib.parse import urlparse
 
+from sweeps.records.folder import RAY_STORAGE
 from weightmom.errors import UsageError
 
 NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "lustre", "glusterfs", "ceph", "beegfs", "gpfs",
@@ -64,7 +65,7 @@ def check_shared(storage: str, trial_resources: dict[str, float]) -> None:
 
 
 def default_storage(out: Path) -> str:
-    return str((out / "ray").resolve())
+    return str((out / RAY_STORAGE).resolve())
 
 
 def ensure_local(storage: str) -> None:

@@ -18,9 +18,10 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from sweeps.records.folder import LOCK as LOCK_FILE
 from weightmom.errors import UsageError
 
-LOCK_FILE = ".sweep.lock"
+__all__ = ["LOCK_FILE", "Holder", "SweepLock", "read_holder"]
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from sweeps.records.folder import MLFLOW_DB
 from weightmom.errors import UsageError
 from weightmom.files import atomic_write
 
@@ -32,7 +33,7 @@ HTTP_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_BA
 
 def default_tracking_uri(out: Path) -> str:
     """An embedded sqlite store in the sweep folder (MLflow 3's file store refuses to start)."""
-    return f"sqlite:///{out.resolve() / 'mlflow.db'}"
+    return f"sqlite:///{out.resolve() / MLFLOW_DB}"
 
 
 def check_reachable(uri: str) -> None:

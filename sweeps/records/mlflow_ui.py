@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from sweeps.records.results import recorded_name
 from sweeps.space.search_space import SearchSpace
+from weightmom.contract import test_twin
 
 KIND_TAG, KIND = "mlflow.experimentKind", "custom_model_development"
 DESCRIPTION_TAG = "mlflow.note.content"
@@ -53,7 +54,8 @@ def description(space: SearchSpace) -> str:
 
 def runs_view(space: SearchSpace) -> str:
     """The saved view, in the envelope the 3.17 UI reads: {name, createdAt, updatedAt, state (JSON text)}."""
-    metrics = list(dict.fromkeys([*space.metrics, "test_accuracy", "density"]))
+    twins = [twin for m in space.metrics if (twin := test_twin(m)) is not None]
+    metrics = list(dict.fromkeys([*space.metrics, *twins, "test_accuracy", "density"]))
     params = [recorded_name(name) for name in space.params][:MAX_PARAM_COLUMNS]
     state = {
         # Sorting by a metric also lists child runs flat instead of folded under the parent run.

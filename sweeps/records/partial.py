@@ -13,15 +13,30 @@ from __future__ import annotations
 import datetime as dt
 from pathlib import Path
 
+from sweeps.records.folder import (
+    FRONT,
+    MLFLOW_ARTIFACTS,
+    MLFLOW_DB,
+    MLFLOW_PENDING,
+    OPTUNA_DB,
+    PLOTS,
+    RAY_SESSION,
+    RAY_STORAGE,
+    SET_ASIDE_PREFIX,
+    SPACE_COPY,
+    SWEEP_STATE_FILE,
+    TRIALS,
+    TRIALS_JOURNAL,
+)
 from sweeps.records.results import read_table
-from sweeps.records.state import SWEEP_STATE_FILE
 from weightmom.errors import UsageError
 
-# Everything a driver writes in its folder before and after sweep.json (a kill can come at any point).
-DRIVER_FILES = ("mlflow.db", "mlflow.db-journal", "mlflow.db-wal", "mlflow.db-shm", "optuna.db", "optuna.db-journal",
-                "mlartifacts", "mlflow_pending.jsonl", "ray_session.json", "space.yaml", "trials.parquet",
-                "trials.journal.jsonl", "pareto.parquet", "plots", "ray")
-SET_ASIDE_PREFIX = "partial-start-"
+# Everything a driver writes in its folder before and after sweep.json (a kill can come at any point),
+# sqlite's side files included.
+DRIVER_FILES = (MLFLOW_DB, f"{MLFLOW_DB}-journal", f"{MLFLOW_DB}-wal", f"{MLFLOW_DB}-shm", OPTUNA_DB,
+                f"{OPTUNA_DB}-journal", MLFLOW_ARTIFACTS, MLFLOW_PENDING, RAY_SESSION, SPACE_COPY, TRIALS,
+                TRIALS_JOURNAL, FRONT, PLOTS, RAY_STORAGE)
+__all__ = ["DRIVER_FILES", "SET_ASIDE_PREFIX", "set_aside_partial", "set_aside_unreadable_table"]
 
 
 def set_aside_partial(out: Path) -> str | None:
@@ -46,7 +61,7 @@ def set_aside_unreadable_table(out: Path) -> str | None:
     Every row it held is still in the other records: the journal, the Optuna study and the MLflow runs,
     from which reconciling rebuilds it. Returns the one line saying so, or None when the table reads.
     """
-    table = out / "trials.parquet"
+    table = out / TRIALS
     if not table.is_file():
         return None
     try:

@@ -27,6 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sweeps.records.folder import TRIALS
 from weightmom.errors import UsageError, require
 from weightmom.files import atomic_write
 
@@ -68,8 +69,7 @@ class ResultsTable:
         if not self.batched:
             self.flush()
             return
-        with open(self.journal, "a") as journal:   # one write: a killed driver leaves whole lines, or a torn last
-            journal.write(_to_json(row) + "\n")
+        append_journal(self.journal, row)
         if time.monotonic() - self._written_at >= REWRITE_EVERY * self._write_s:
             self.flush()
 
@@ -96,9 +96,44 @@ class ResultsTable:
         return len(self._rows)
 
 
+def sweep_rows(folder: str | Path, required: bool = True) -> list[dict]:
+    """A sweep folder's rows as its books reconcile them: trials.parquet with its journal replayed over it.
+
+    Each trial once, the journal's newer row winning, exactly as the driver's own table loads them: so
+    `pareto`, `best`, `export` and `table` see the rows of a running sweep, or of a killed driver, that are
+    still only in the journal. A rewrite between reading the file and its journal (which the rewrite
+    empties) would lose rows, so the read is repeated when the file changed under it. With neither file:
+    UsageError naming trials.parquet, or [] when not `required`.
+    """
+    path = Path(folder) / TRIALS
+    for _ in range(5):
+        before = _identity(path)
+        table = ResultsTable(path)
+        if _identity(path) == before:
+            break
+    require(not required or len(table) > 0 or path.is_file() or table.journal.is_file(),
+            f"{path}: no such results file")
+    return table.rows()
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    """Which version of a file this is: an atomic rewrite makes a new inode."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_ino, stat.st_mtime_ns
+
+
 def journal_path(path: Path) -> Path:
     """trials.parquet's journal: trials.journal.jsonl."""
     return path.with_name(f"{path.stem}.journal.jsonl")
+
+
+def append_journal(journal: Path, row: dict) -> None:
+    """Append one row as one JSON line, in one write: a killed driver leaves whole lines, or a torn last one."""
+    with open(journal, "a") as sink:
+        sink.write(_to_json(row) + "\n")
 
 
 def read_journal(path: Path) -> list[dict]:
@@ -134,8 +169,8 @@ def read_table(path: str | Path) -> list[dict]:
     """The rows of a trials.parquet file, with JSON-encoded columns decoded."""
     path = Path(path)
     require(path.is_file(), f"{path}: no such results file")
-    try:
-        table = pq.read_table(path)
+    try:   # ParquetFile, not pq.read_table: that one loads pyarrow.dataset and pandas, 0.6 s of a command's time
+        table = pq.ParquetFile(path).read()
     except (OSError, pa.ArrowException) as exc:
         first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
         raise UsageError(f"{path}: not a readable Parquet file ({first_line})") from None

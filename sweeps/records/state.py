@@ -1,4 +1,4 @@
-"""The sweep folder's state: sweep.json (what a resumed driver re-attaches to) and the folder's file names.
+"""The sweep folder's state: sweep.json, what a resumed driver re-attaches to (the folder's file names: folder.py).
 
 It lives apart from the run loop so that the records, the analysis and recovery can read a sweep
 folder without importing Ray Tune.
@@ -11,14 +11,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sweeps.records.folder import SPACE_COPY, SWEEP_STATE_FILE
 from weightmom.errors import UsageError
 from weightmom.files import atomic_write
 
 if TYPE_CHECKING:
+    from sweeps.space.outline import SpaceOutline
     from sweeps.space.search_space import SearchSpace
 
-SWEEP_STATE_FILE = "sweep.json"
-SPACE_COPY = "space.yaml"  # the sweep folder carries its space: `pareto` and `best` need nothing else
+__all__ = ["SPACE_COPY", "SWEEP_STATE_FILE", "SweepState", "load_state", "load_sweep_outline", "load_sweep_space",
+           "write_state"]
 
 
 @dataclass(frozen=True)
@@ -55,3 +57,12 @@ def load_sweep_space(out: Path) -> SearchSpace:
 
     load_state(out)
     return load_space(out / SPACE_COPY, import_code=False)
+
+
+def load_sweep_outline(out: Path) -> SpaceOutline:
+    """A sweep's objectives and searched params, from its folder's space copy without the full load: what
+    `pareto` and `best` need, without the model and dataset registries (torch) that checking a space loads."""
+    from sweeps.space.outline import read_outline
+
+    load_state(out)
+    return read_outline(out / SPACE_COPY)

@@ -1,5 +1,5 @@
-"""The parts of the frontier sampler (`sampler: frontier`, sweeps.search.samplers.FrontierSampler): TPE that
-learns how to train from every trial, and puts the density where it pays.
+"""The frontier sampler (`sampler: frontier`): TPE that learns how to train from every trial, and puts the
+density where it pays.
 
 Two things the stock samplers miss on a wide sparsity space with early stopping (docs/search.md):
 - With early stopping most trials end PRUNED, and a multi-objective Optuna study gives a PRUNED trial no
@@ -25,8 +25,12 @@ from collections.abc import Sequence
 
 import numpy as np
 import optuna
+from optuna.distributions import CategoricalDistribution
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
+
+from sweeps.basis.dominance import dominated_volume
+from sweeps.search.recent_tpe import RecentTPESampler, RecentTrials
 
 LAST_RESULT = "last_result"   # a PRUNED trial's user attr: [epoch, accuracy] of its last result
 DENSITY = "density"           # the param drawn by the frontier rule
@@ -72,13 +76,11 @@ class AccuracyView:
 def dominated_area(points: Sequence[tuple[float, float]]) -> float:
     """The area (accuracy, density) points dominate in (-log10 density, accuracy) space, from (0, 0).
 
-    analysis.pareto.accuracy_density_hypervolume, unscaled: analysis/ sits above search/ (test_layers), and
-    the density choice only compares gains, which the floor, chance and normalisation scale alike."""
-    area, height, xs = 0.0, 0.0, sorted(((-math.log10(d), a) for a, d in points), reverse=True)
-    for (x, a), (x_next, _) in zip(xs, [*xs[1:], (0.0, 0.0)]):
-        height = max(height, a)
-        area += (x - x_next) * height
-    return area
+    basis.dominance.accuracy_density_hypervolume, unscaled: the density choice only compares gains, which its
+    floor, chance and normalisation scale alike."""
+    if not points:
+        return 0.0
+    return dominated_volume(-np.array([(-math.log10(d), a) for a, d in points], dtype=float), np.zeros(2))
 
 
 def frontier_density(done: Sequence[tuple[float, float]], choices: Sequence[float]) -> float | None:
@@ -91,3 +93,46 @@ def frontier_density(done: Sequence[tuple[float, float]], choices: Sequence[floa
         bound = max((a for a in (best[choice], denser) if a is not None), default=None)
         gains.append(0.0 if bound is None else dominated_area([*done, (bound, choice)]) - now)
     return ordered[int(np.argmax(gains))] if max(gains) > 1e-12 else None
+
+
+class FrontierSampler(RecentTPESampler):
+    """TPE on AccuracyView over every param but the density, which `frontier_density` draws (sweeps.search.frontier).
+
+    A study with no `density` param has nothing to place: what sets its second objective is spread over many
+    params (NAS-Bench-201's model size over the whole cell, benchmarks/proxy.py). There TPE reads the study as
+    it is, both objectives, as `sampler: tpe` does; the sweeps' space check refuses such a space in one line.
+    """
+
+    def __init__(self, *args, explore: float = EXPLORE, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.explore = explore
+        self._draw = np.random.default_rng(kwargs.get("seed"))
+        self._places_density = False   # set once a trial has a density param: a study keeps its params
+
+    def _view(self, study):
+        """The study TPE reads. The window comes first, so AccuracyView copies only the trials TPE models."""
+        if not self._places_density:
+            self._places_density = any(DENSITY in t.params for t in study.get_trials(deepcopy=False))
+        return AccuracyView(RecentTrials(study, self.window)) if self._places_density else study
+
+    def infer_relative_search_space(self, study, trial):
+        space = super().infer_relative_search_space(self._view(study), trial)
+        space.pop(DENSITY, None)
+        return space
+
+    def sample_relative(self, study, trial, search_space):
+        return super().sample_relative(self._view(study), trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        if param_name != DENSITY or not isinstance(param_distribution, CategoricalDistribution):
+            return super().sample_independent(self._view(study), trial, param_name, param_distribution)
+        self._places_density = True
+        trials = study.get_trials(deepcopy=False)
+        done = [(t.values[0], t.params[DENSITY]) for t in trials
+                if t.state == TrialState.COMPLETE and t.values is not None and DENSITY in t.params]
+        choice = frontier_density(done, param_distribution.choices) if done else None
+        if choice is None or self._draw.random() < self.explore:
+            tried = [sum(t.params.get(DENSITY) == c for t in trials) for c in param_distribution.choices]
+            least = np.flatnonzero(np.array(tried) == min(tried))
+            choice = param_distribution.choices[self._draw.choice(least)]
+        return choice

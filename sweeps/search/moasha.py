@@ -13,8 +13,8 @@ its rung dominate its point. The top-1/eta rule stops two good trials in three e
 this one stops only what the rung's own results show to be worse on every objective (docs/search.md: with a
 sampler that proposes good configs it needs a third of the compute that the top-1/eta rule needs).
 
-The ranking lives in plain functions (`pareto_ranks`, `crowding`, `rung_order`, `promote`,
-`promote_undominated`) so that the replay simulator (benchmarks/replay.py) runs exactly the rule the sweeps run.
+The ranking lives in plain functions (`rung_order`, `promote`, `promote_undominated`, over the Pareto math of
+sweeps.basis.dominance) so that the replay simulator (benchmarks/replay.py) runs exactly the rule the sweeps run.
 """
 
 from __future__ import annotations
@@ -26,67 +26,11 @@ from dataclasses import dataclass, field
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from sweeps.search.fifo import LiveTrialsFirst
+from sweeps.basis.dominance import Point, crowding, dominates, pareto_ranks
+from sweeps.search.live_trials import LiveTrialsFirst
 
-Point = tuple[float, ...]   # objective values signed so that larger is better on every axis
-
-
-def dominates(a: Point, b: Point) -> bool:
-    return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
-
-
-def pareto_ranks(points: Sequence[Point]) -> list[int]:
-    """Non-dominated sorting: 0 for the first front, 1 for the front once it is removed, and so on."""
-    if points and len(points[0]) == 1:   # ASHA's case: rank = how many distinct values are better
-        better = sorted({p[0] for p in points}, reverse=True)
-        return [better.index(p[0]) for p in points]
-    if points and len(points[0]) == 2:
-        return _ranks_2d(points)
-    return _ranks_any(points)
-
-
-def _ranks_2d(points: Sequence[Point]) -> list[int]:
-    """Two objectives in O(n log n + n * fronts): in order of the first axis, best first, a point joins the
-    first front whose latest member (its best on the second axis) does not dominate it."""
-    ranks = [0] * len(points)
-    latest: list[Point] = []
-    for i in sorted(range(len(points)), key=lambda i: (-points[i][0], -points[i][1])):
-        p = points[i]
-        k = next((k for k, q in enumerate(latest) if not dominates(q, p)), len(latest))
-        if k == len(latest):
-            latest.append(p)
-        latest[k] = p
-        ranks[i] = k
-    return ranks
-
-
-def _ranks_any(points: Sequence[Point]) -> list[int]:
-    ranks = [-1] * len(points)
-    left, rank = set(range(len(points))), 0
-    while left:
-        front = {i for i in left if not any(dominates(points[j], points[i]) for j in left if j != i)}
-        for i in front:
-            ranks[i] = rank
-        left -= front
-        rank += 1
-    return ranks
-
-
-def crowding(points: Sequence[Point], members: Sequence[int]) -> dict[int, float]:
-    """NSGA-II crowding distance of `members` (one front), each axis scaled to the front's range."""
-    distance = {i: 0.0 for i in members}
-    if len(members) <= 2:
-        return {i: math.inf for i in members}
-    for axis in range(len(points[members[0]])):
-        ordered = sorted(members, key=lambda i: points[i][axis])
-        low, high = points[ordered[0]][axis], points[ordered[-1]][axis]
-        distance[ordered[0]] = distance[ordered[-1]] = math.inf
-        if high == low:
-            continue
-        for before, here, after in zip(ordered, ordered[1:], ordered[2:]):
-            distance[here] += (points[after][axis] - points[before][axis]) / (high - low)
-    return distance
-
+__all__ = ["PROMOTIONS", "MOASHAScheduler", "Point", "Rungs", "crowding", "dominates", "milestones", "pareto_ranks",
+           "promote", "promote_undominated", "rung_order"]
 
 def rung_order(points: Sequence[Point]) -> list[int]:
     """Indices best first: by Pareto rank, then by crowding distance (larger first), then by index."""
@@ -114,7 +58,8 @@ def promote_undominated(recorded: Sequence[Point], new: Point, eta: float) -> bo
     return sum(dominates(p, new) for p in recorded) <= math.floor(len(recorded) / eta**2)
 
 
-PROMOTIONS = {"top": promote, "undominated": promote_undominated}   # a space's early_stopping.promotion
+# The rule behind each name of sweeps.basis.registry.PROMOTIONS (a space's early_stopping.promotion).
+PROMOTIONS = {"top": promote, "undominated": promote_undominated}
 
 
 def milestones(grace_period: int, max_t: int, eta: float) -> list[int]:

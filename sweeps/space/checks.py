@@ -223,19 +223,36 @@ def check_objectives(raw: RawSpace, fixed: dict) -> None:
     reported = contract.reported_metrics(val_fraction)
     seen: set[str] = set()
     for i, o in enumerate(raw.objectives):
-        if o.metric.startswith("test_"):
+        entry = contract.metric(o.metric)
+        if o.metric.startswith("test_") or (entry is not None and entry.split == "test"):
             raise Invalid(f"objectives.{i}.metric: {o.metric!r} would choose on the test set, which makes the "
                           f"results optimistic; use {o.metric.replace('test_', 'val_', 1)!r} (the validation "
                           "split) and read test_* in the results")
-        if o.metric in contract.REPORTED_METRICS and o.metric not in reported:
+        if entry is not None and entry.split == "val" and o.metric not in reported:
             raise Invalid(f"objectives.{i}.metric: {o.metric!r} needs a validation split, but fixed.val_fraction "
                           f"is {val_fraction}")
-        if o.metric not in reported:
+        if entry is None or o.metric not in reported:
             raise Invalid(f"objectives.{i}.metric: no trial reports {o.metric!r}; "
                           f"reported: {', '.join(reported)}")
+        if entry.mode is None:
+            raise Invalid(f"objectives.{i}.metric: {o.metric!r} is a setting a trial reports, not an objective")
+        if o.mode != entry.mode:
+            better = "larger" if entry.mode == "max" else "smaller"
+            raise Invalid(f"objectives.{i}.mode: {o.metric!r} is better {better}; expected mode {entry.mode}, "
+                          f"got {o.mode}")
         if o.metric in seen:
             raise Invalid(f"objectives.{i}.metric: duplicate objective {o.metric!r}")
         seen.add(o.metric)
+
+
+def check_rung_objectives(raw: RawSpace) -> None:
+    """Early stopping compares trials at shared epochs: every objective must be known there, reported each
+    epoch or read from the trial's config (its target). Nothing may switch early stopping off silently."""
+    for i, o in enumerate(raw.objectives):
+        entry = contract.metric(o.metric)
+        if entry is not None and entry.cadence != contract.EPOCH and entry.target is None:
+            raise Invalid(f"objectives.{i}.metric: {o.metric!r} is reported only when a trial ends, so early "
+                          "stopping cannot rank trials on it at its rungs; set early_stopping.enabled: false")
 
 
 def resolve_early_stopping(raw: RawSpace, fixed: dict, final_epochs: list[float | None]) -> tuple[bool, int]:
@@ -259,9 +276,12 @@ def resolve_early_stopping(raw: RawSpace, fixed: dict, final_epochs: list[float 
         raise Invalid(f"early_stopping.grace_period: expected fewer than the {epochs} epochs, got {grace}"
                       + ("" if es.grace_period is not None else " (the epoch from which every trial has its final "
                                                                 "density)"))
+    if enabled:
+        check_rung_objectives(raw)
     # MO-ASHA ranks density on each trial's target (sweeps/search/moasha.py), so it may compare trials sooner;
     # ASHA, on accuracy alone, would favour a network only because its pruning has not caught up yet.
-    ranks_target_density = len(raw.objectives) >= 2 and any(o.metric == "density" for o in raw.objectives)
+    ranks_target_density = len(raw.objectives) >= 2 and any(
+        (entry := contract.metric(o.metric)) is not None and entry.target == "target_density" for o in raw.objectives)
     if enabled and grace < pruning_done and not unknown and not ranks_target_density:
         raise Invalid(f"early_stopping.grace_period: expected at least {pruning_done} (the epoch from which every "
                       f"trial has its final density), so trials are compared at their final density; got {grace}")

@@ -14,8 +14,11 @@ import pydantic
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt
 
+from sweeps.basis.registry import DEFAULT_PROMOTION, DEFAULT_SAMPLER, PROMOTIONS, SAMPLERS
 from weightmom.errors import UsageError
 
+SamplerName = Literal[tuple(SAMPLERS)]         # the choices, from the one registry
+PromotionName = Literal[tuple(PROMOTIONS)]
 DEFAULT_OBJECTIVES = ({"metric": "val_accuracy", "mode": "max"}, {"metric": "density", "mode": "min"})
 
 
@@ -139,14 +142,14 @@ class _EarlyStoppingRaw(_Schema):
     enabled: Annotated[Any, AfterValidator(_auto_or_bool)] = "auto"
     grace_period: StrictInt | None = Field(None, ge=1)   # None: when every trial has its final density
     reduction_factor: StrictFloat = Field(3.0, gt=1)
-    promotion: Literal["top", "undominated"] = "top"   # MO-ASHA's rule at a rung (sweeps/search/moasha.py)
+    promotion: PromotionName = DEFAULT_PROMOTION   # MO-ASHA's rule at a rung (sweeps/search/moasha.py)
 
 
 class RawSpace(_Schema):
     name: str | None = None
     description: str = ""
     trials: StrictInt | None = Field(None, ge=1)   # required, except for a grid (its size)
-    sampler: Literal["tpe", "frontier", "random", "qmc", "nsga2", "grid"] = "tpe"
+    sampler: SamplerName = DEFAULT_SAMPLER
     concurrency: StrictInt = Field(1, ge=1)
     resources: _ResourcesRaw = _ResourcesRaw()
     objectives: list[_ObjectiveRaw] = [_ObjectiveRaw(**o) for o in DEFAULT_OBJECTIVES]

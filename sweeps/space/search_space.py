@@ -43,13 +43,13 @@ from sweeps.space.schema import (
     read_space_file,
 )
 from weightmom import contract
-from weightmom.contract import REPORTED_METRICS, TrainConfig
+from weightmom.contract import TrainConfig
 from weightmom.errors import UsageError
 
 if TYPE_CHECKING:
     import optuna
 
-__all__ = ["REPORTED_METRICS", "SPACES_DIR", "CategoricalParam", "EarlyStopping", "FixedParam", "FloatParam",
+__all__ = ["SPACES_DIR", "CategoricalParam", "EarlyStopping", "FixedParam", "FloatParam",
            "IntParam", "Objective", "ParamSpec", "Resources", "SearchSpace", "find_space", "load_space",
            "shipped_spaces"]
 

@@ -1,5 +1,6 @@
-"""Data: built-in datasets as device tensors (datasets.py), ImageFolder (imagefolder.py), and
-datasets named by import path (sources.py).
+"""Data: built-in datasets as device tensors (datasets.py), ImageFolder held in memory (imagefolder.py)
+or streamed from disk (streaming.py), both decoding files with images.py, and datasets named by import
+path (sources.py).
 
 The names that were `weightmom.data`'s before it became a package stay importable from here.
 """

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
 
 from weightmom.data.datasets import TensorDataset, _make_dataset
+from weightmom.data.images import decode
+from weightmom.data.streaming import StreamingDataset
 from weightmom.errors import UsageError, require
 
 # torchvision.datasets.folder.IMG_EXTENSIONS
@@ -61,20 +62,6 @@ def scan_split(split_dir: Path, classes: list[str]) -> Samples:
         require(empty is None, f"{empty}: unreadable image (empty file)")
         samples += [(p, label) for p in files]
     return samples
-
-
-def to_uint8(image: Image.Image, size: int) -> np.ndarray:
-    """An RGB (3, size, size) uint8 array: shorter side resized to `size`, then centre-cropped."""
-    square = ImageOps.fit(image.convert("RGB"), (size, size), method=Image.Resampling.BILINEAR)
-    return np.asarray(square, dtype=np.uint8).transpose(2, 0, 1)
-
-
-def decode(path: Path, size: int) -> np.ndarray:
-    try:
-        with Image.open(path) as image:
-            return to_uint8(image, size)
-    except Exception as err:  # PIL raises many types for a bad file (OSError, SyntaxError, ValueError...)
-        raise UsageError(f"{path}: unreadable image ({' '.join(f'{type(err).__name__}: {err}'.split())})") from None
 
 
 def decode_all(samples: Samples, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -143,8 +130,6 @@ def open_imagefolder(data_dir: str, image_size: int = 32, loading: str = "auto",
     classes, samples = scan(root)
     cap = memory_cap(device)
     if loading == "stream" or (loading == "auto" and cap is not None and decoded_bytes(samples, image_size) > cap[0]):
-        from weightmom.data.streaming import StreamingDataset
-
         return StreamingDataset("imagefolder", samples, image_size, len(classes), tuple(classes), workers)
     return _decode_folder(root, classes, samples, image_size, device)
 

@@ -118,7 +118,7 @@ def _image(x: Any, what: str, image_size: int) -> np.ndarray:
     from PIL import Image
 
     if isinstance(x, Image.Image):
-        from weightmom.data.imagefolder import to_uint8
+        from weightmom.data.images import to_uint8
 
         return to_uint8(x, image_size)
     array = np.asarray(x.cpu() if torch.is_tensor(x) else x)

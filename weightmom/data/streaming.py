@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from weightmom.data.datasets import _PAD, normalize, validation_index
+from weightmom.data.images import decode
 from weightmom.errors import UsageError
 
 __all__ = ["STATS_SAMPLES", "StreamingDataset", "crop"]
@@ -66,8 +67,6 @@ class _Decoder(Dataset):
         return sum(map(len, self.splits.values()))
 
     def __getitem__(self, item: Item) -> tuple[np.ndarray, int] | _BadImage:
-        from weightmom.data.imagefolder import decode
-
         split, index, dy, dx, flip = item
         path, label = self.splits[split][index]
         try:
@@ -168,8 +167,6 @@ class StreamingDataset:
 
     def first_images(self, n: int) -> torch.Tensor:
         """The first `n` training images, decoded here (uint8, on the device)."""
-        from weightmom.data.imagefolder import decode
-
         arrays = [decode(path, self.image_size) for path, _ in self.samples["train"][:n]]
         return torch.from_numpy(np.stack(arrays)).to(self.device)
 

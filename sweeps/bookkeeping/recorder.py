@@ -1,9 +1,9 @@
 """The sweep driver's record keeper: a Ray Tune callback.
 
 Runs on the driver, so workers need neither MLflow access nor shared disk for
-results. Per trial: one MLflow child run (sweeps/recorder/run_log.py) and one row in
-trials.parquet (sweeps/recorder/trial_rows.py). After every finished trial: the Pareto
-front, its plots and table, logged on the parent run (sweeps/recorder/front.py).
+results. Per trial: one MLflow child run (run_log.py) and one row in
+trials.parquet (trial_rows.py). After every finished trial: the Pareto
+front, its plots and table, logged on the parent run (front.py).
 Everything it keeps across a driver crash lives in files or in MLflow itself,
 so `--resume` re-attaches instead of duplicating.
 """
@@ -14,9 +14,10 @@ from pathlib import Path
 
 from ray.tune import Callback
 
-from sweeps.recorder.front import FrontRefresh
-from sweeps.recorder.run_log import RunLog
-from sweeps.recorder.trial_rows import TrialRows
+from sweeps.bookkeeping.front import FrontRefresh
+from sweeps.bookkeeping.run_log import RunLog
+from sweeps.bookkeeping.trial_rows import TrialRows
+from sweeps.records.folder import MLFLOW_PENDING, TRIALS
 from sweeps.records.requeue import identity, trial_params
 from sweeps.space.search_space import SearchSpace
 
@@ -28,8 +29,8 @@ class SweepRecorder(Callback):
     def __init__(self, space: SearchSpace, out: Path, tracking_uri: str, experiment_id: str,
                  parent_run_id: str, optuna_storage: str) -> None:
         self.space = space
-        self.runs = RunLog(tracking_uri, out / "mlflow_pending.jsonl", experiment_id, parent_run_id, space.name)
-        self.results = TrialRows(out / "trials.parquet")
+        self.runs = RunLog(tracking_uri, out / MLFLOW_PENDING, experiment_id, parent_run_id, space.name)
+        self.results = TrialRows(out / TRIALS)
         self.front = FrontRefresh(space, out, parent_run_id, optuna_storage)
 
     def __setstate__(self, state: dict) -> None:

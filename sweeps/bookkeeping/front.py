@@ -19,9 +19,11 @@ from pathlib import Path
 import optuna
 
 from sweeps.analysis import pareto, plots
+from sweeps.analysis.front_table import front_columns
 from sweeps.analysis.study_plots import study_plots
+from sweeps.records.folder import FRONT, FRONT_HTML, FRONT_PNG, FRONT_TEXT, PLOTS
 from sweeps.records.mlflow_client import ResilientClient
-from sweeps.records.results import recorded_name, write_rows
+from sweeps.records.results import write_rows
 from sweeps.space.search_space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -41,7 +43,7 @@ class FrontRefresh:
 
     def __init__(self, space: SearchSpace, out: Path, parent_run_id: str, optuna_storage: str) -> None:
         self.space, self.out, self.parent_run_id, self.optuna_storage = space, out, parent_run_id, optuna_storage
-        self.folder = out / "plots"
+        self.folder = out / PLOTS
         self._plotted_at, self._plot_s = 0.0, 0.0
         self._front: list[dict] | None = None   # with the ids of the rows seen and how many are COMPLETE
         self._seen: dict[str, str] = {}
@@ -69,10 +71,10 @@ class FrontRefresh:
         if not final and time.monotonic() - self._plotted_at < wait:
             return
         start = time.monotonic()
-        for path in [*self._plots(rows(), self._front, quality), self.folder / "front.txt"]:
+        for path in [*self._plots(rows(), self._front, quality), self.folder / FRONT_TEXT]:
             mlflow.log_artifact(self.parent_run_id, str(path), "pareto")
         if final:
-            mlflow.log_artifact(self.parent_run_id, str(self.out / "pareto.parquet"), "pareto")
+            mlflow.log_artifact(self.parent_run_id, str(self.out / FRONT), "pareto")
         self._plotted_at = time.monotonic()
         self._plot_s = self._plotted_at - start
 
@@ -92,16 +94,16 @@ class FrontRefresh:
         return changed
 
     def _write_front(self, front: list[dict]) -> None:
-        write_rows(self.out / "pareto.parquet", front)
+        write_rows(self.out / FRONT, front)
         self.folder.mkdir(exist_ok=True)
-        (self.folder / "front.txt").write_text(pareto.format_table(front, front_columns(self.space)) + "\n")
+        (self.folder / FRONT_TEXT).write_text(pareto.format_table(front, front_columns(self.space)) + "\n")
 
     def _plots(self, rows: list[dict], front: list[dict], quality: str) -> list[Path]:
         """The front's PNG and page (when it has a point) and the study's pages: the files written."""
         metrics, modes = self.space.metrics, self.space.modes
         paths = []
         if front and len(metrics) >= 2:   # one objective: a best trial, not a front to draw
-            paths = [self.folder / "pareto_front.png", self.folder / "pareto_front.html"]
+            paths = [self.folder / FRONT_PNG, self.folder / FRONT_HTML]
             plots.front_png(rows, front, metrics, modes, paths[0], quality=quality)
             plots.front_html(rows, front, metrics, modes, paths[1], quality=quality)
         try:
@@ -110,10 +112,3 @@ class FrontRefresh:
         except Exception as err:  # plots are a view; a sweep must not die for them
             log.warning("study plots skipped: %s", err)
         return paths
-
-
-def front_columns(space: SearchSpace) -> list[str]:
-    """What a reader of the front wants: the objectives (each val_* with its test_* twin), then the searched
-    parameters."""
-    return ["trial_id", *pareto.shown_metrics(space.metrics),
-            *[f"config.{recorded_name(name)}" for name in space.params]]

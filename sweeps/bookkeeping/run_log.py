@@ -16,11 +16,10 @@ from pathlib import Path
 
 from sweeps.records.mlflow_client import ResilientClient
 from sweeps.records.results import recorded_name
-from weightmom.contract import REPORTED_METRICS, config_from_flat, flat_config
+from weightmom.contract import config_from_flat, flat_config, reported_metrics
 
 log = logging.getLogger(__name__)
 
-EPOCH_METRICS = REPORTED_METRICS   # logged every epoch: val and test side by side
 # MLflow run status per trial state: a trial stopped early by the scheduler did what it was asked,
 # so its run is FINISHED (with the tag state=PRUNED), not KILLED; only an errored trial FAILED.
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAILED": "FAILED"}
@@ -84,7 +83,7 @@ class RunLog:
             return
         timestamp = int(time.time() * 1000)
         buffer = self._buffers.setdefault(trial_id, [])
-        buffer += [(k, float(result[k]), timestamp, epoch) for k in EPOCH_METRICS if k in result]
+        buffer += [(k, float(result[k]), timestamp, epoch) for k in reported_metrics() if k in result]
         self._logged_epoch[trial_id] = epoch
         if len(buffer) >= FLUSH_EVERY:
             self.flush(trial_id, config)

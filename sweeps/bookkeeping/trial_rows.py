@@ -7,7 +7,7 @@ from pathlib import Path
 
 from sweeps.records.requeue import trial_params
 from sweeps.records.results import ResultsTable, recorded_name
-from weightmom.contract import REPORTED_METRICS, flatten
+from weightmom.contract import flatten, reported_metrics
 
 # Table columns, not MLflow metrics: where a trial ran, and what its accuracy's chance level is.
 PLACEMENT = ("node_id", "cuda_visible_devices", "resumed_from_epoch", "num_classes")
@@ -58,7 +58,7 @@ def trial_row(trial_id: str, trial, state: str, run_id: str | None, error: str |
     return {
         "trial_id": trial_id, "state": state,
         **config_columns(trial_params(trial.config)),
-        **{k: last.get(k) for k in REPORTED_METRICS},
+        **{k: last.get(k) for k in reported_metrics()},
         "epochs": last.get("epoch"), "train_seconds": last.get("time_total_s"),
         **{k: last.get(k) for k in PLACEMENT},
         "mlflow_run_id": run_id, "checkpoint_path": trial.checkpoint.path if trial.checkpoint else None,

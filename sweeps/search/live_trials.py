@@ -1,4 +1,5 @@
-"""Ray Tune's FIFO choice of the next trial to start, over the live trials only.
+"""Ray Tune's FIFO choice of the next trial to start, over the live trials only, and the FIFO and ASHA
+schedulers built on it.
 
 Ray 2.60's FIFOScheduler (and ASHA, and MO-ASHA, which inherit it) scans every trial the experiment ever
 added, twice, on every step of the controller, to find a PENDING or PAUSED one: a cost per step that grows
