@@ -128,9 +128,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     require(checkpoint.class_names is None or dataset.class_names in (None, checkpoint.class_names),
             f"the data's classes {list(dataset.class_names or [])} are not the checkpoint's "
             f"{list(checkpoint.class_names or [])}")
-    model = model.to(device)
-    test_loss, test_accuracy = evaluate(model, dataset)
-    metrics = {"test_accuracy": test_accuracy, "test_loss": test_loss, **sparsity_report(model),
+    import torch
+
+    from weightmom.slim import channel_groups, slim_model
+
+    groups = channel_groups(model, torch.zeros(1, *checkpoint.input_shape))   # measured on the slim network
+    slim = slim_model(model, torch.zeros(1, *checkpoint.input_shape), groups).to(device)
+    test_loss, test_accuracy = evaluate(slim, dataset)
+    metrics = {"test_accuracy": test_accuracy, "test_loss": test_loss, **sparsity_report(model), **groups.slim_size(),
                "model": config["model"], "dataset": config["dataset"], "method": config["method"],
                "num_classes": checkpoint.num_classes}
     if args.json:

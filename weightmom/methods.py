@@ -18,6 +18,7 @@ from weightmom.strict import Rule, build, check_rule, field_types
 ALLOCATIONS = ("importance", "uniform", "global", "erk")
 UNITS = ("epoch", "step")
 BASES = ("snip", "random")
+GRANULARITIES = ("weight", "channel")   # what a mask removes: single weights, or whole coupled channel groups
 
 
 def check_density(density: float) -> None:
@@ -66,6 +67,7 @@ class WeightMomConfig(Knobs):
     unit: str = "epoch"                # epoch | step
     prune_first: bool = True           # prune the first prunable layer
     prune_last: bool = True            # prune the last prunable layer
+    granularity: str = "weight"        # weight | channel (whole coupled channel groups; method.md)
 
     RULES: ClassVar[dict[str, Rule]] = {
         "window": (lambda v: v >= 1, "must be >= 1"),
@@ -76,7 +78,8 @@ class WeightMomConfig(Knobs):
         "prune_start": (lambda v: v >= 0, "must be >= 0"),
         "prune_every": (lambda v: v > 0, "must be > 0"),
     }
-    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"allocation": ALLOCATIONS, "unit": UNITS}
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"allocation": ALLOCATIONS, "unit": UNITS,
+                                                     "granularity": GRANULARITIES}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -97,8 +100,10 @@ class WeightMomConfig(Knobs):
 class SnipConfig(Knobs):
     density: float = 0.1
     batches: int = 1          # mini-batches whose saliencies are summed
+    granularity: str = "weight"
 
     RULES: ClassVar[dict[str, Rule]] = {"batches": (lambda v: v >= 1, "must be >= 1")}
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"granularity": GRANULARITIES}
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,9 @@ class GsmConfig(Knobs):
 @dataclass(frozen=True)
 class RandomConfig(Knobs):
     density: float = 0.1
+    granularity: str = "weight"
+
+    CHOICES: ClassVar[dict[str, tuple[str, ...]]] = {"granularity": GRANULARITIES}
 
 
 @dataclass(frozen=True)
@@ -175,6 +183,10 @@ def pruner_config(method: str, density: float, options: dict[str, Any] | None = 
 
 
 def _unknown_knob(key: str, method: str, knobs: dict[str, Any]) -> str:
+    if key == "granularity":
+        takes = [m for m, spec in METHODS.items() if "granularity" in field_types(spec.config)]
+        return f"pruner.granularity: method {method!r} has no granularity knob; channel granularity is for " \
+               f"{', '.join(takes)}"
     if not knobs:
         return f"unknown config key 'pruner.{key}': method {method!r} takes no pruner knobs"
     close = difflib.get_close_matches(key, knobs, n=1)

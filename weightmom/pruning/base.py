@@ -15,6 +15,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from weightmom.errors import UsageError
+from weightmom.pruning.channels import ChannelGroups, find_channel_groups
+
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -67,6 +70,9 @@ class Pruner:
     def __init__(self, config) -> None:
         self.config = config
         self.layers: list[PrunableLayer] = []
+        self.coupled: list[PrunableLayer] = []   # channel granularity: biases and BatchNorm scale and shift
+        self.channels: ChannelGroups | None = None
+        self.channel_alive: list[torch.Tensor] = []
         self.optimizer: torch.optim.Optimizer | None = None
         self._masks_active = False
 
@@ -77,7 +83,27 @@ class Pruner:
     def attach(self, model: nn.Module, optimizer: torch.optim.Optimizer, context: TrainingContext) -> None:
         self.layers = prunable_layers(model, context.sample_input)
         self.optimizer = optimizer
+        # Every run finds its channel groups (traced in eval mode, probed on copies: the model is left as it was):
+        # its params and MACs are those of the network as it would be slimmed. Channel granularity prunes them.
+        self.channels = find_channel_groups(model, context.sample_input, [layer.name for layer in self.layers])
+        if self.channel_granularity:
+            self._attach_channels(model)
         self.setup(model, context)
+
+    @property
+    def channel_granularity(self) -> bool:
+        return getattr(self.config, "granularity", "weight") == "channel"
+
+    def _attach_channels(self, model: nn.Module) -> None:
+        """Channel granularity: the model must have groups; the non-weight tensors they touch are masked too."""
+        if not self.channels.groups:
+            raise UsageError(f"pruner.granularity channel: the model has no channel group that can be removed "
+                             f"({self.channels.error})")
+        weights = {layer.name for layer in self.layers}
+        params = dict(model.named_parameters())
+        names = dict.fromkeys(s.name for g in self.channels.groups for s in g.slices if s.name not in weights)
+        self.coupled = [PrunableLayer(name, params[name], torch.ones_like(params[name])) for name in names]
+        self.channel_alive = [torch.ones(g.size, dtype=torch.bool) for g in self.channels.groups]
 
     def setup(self, model: nn.Module, context: TrainingContext) -> None:
         """Called once after attach; one-shot methods compute their mask here."""
@@ -85,7 +111,7 @@ class Pruner:
     def before_step(self) -> None:
         """After backward, before optimizer.step: dead weights get no gradient."""
         if self._masks_active:
-            for layer in self.layers:
+            for layer in (*self.layers, *self.coupled):
                 if layer.weight.grad is not None:
                     layer.weight.grad.mul_(layer.mask)
 
@@ -103,10 +129,14 @@ class Pruner:
         return {}
 
     # -- shared mask machinery --------------------------------------------------------
-    def set_masks(self, masks: list[torch.Tensor]) -> None:
-        """Install new masks: zero the weights, gradients and optimizer state they remove."""
+    def set_masks(self, masks: list[torch.Tensor], coupled: list[torch.Tensor] | None = None) -> None:
+        """Install new masks: zero the weights, gradients and optimizer state they remove.
+
+        `coupled` masks the tensors of `self.coupled` (channel granularity's biases and BatchNorm) the same way.
+        """
+        pairs = [*zip(self.layers, masks), *zip(self.coupled, coupled or [])]
         with torch.no_grad():
-            for layer, mask in zip(self.layers, masks):
+            for layer, mask in pairs:
                 layer.mask.copy_(mask)
                 layer.weight.mul_(layer.mask)
                 if layer.weight.grad is not None:
@@ -116,14 +146,27 @@ class Pruner:
                     if torch.is_tensor(value) and value.shape == layer.mask.shape:
                         value.mul_(layer.mask)
         # Gradient masking each step is only needed once some mask removes something.
-        self._masks_active = not all(bool(layer.mask.all()) for layer in self.layers)
+        self._masks_active = not all(bool(layer.mask.all()) for layer in (*self.layers, *self.coupled))
+
+    def set_channel_masks(self, alive: list[torch.Tensor]) -> None:
+        """Channel granularity: keep only the `alive` channels of each group, in every tensor it touches."""
+        self.channel_alive = [a.bool().cpu().clone() for a in alive]
+        masks = self.channels.masks(self.channel_alive)
+        self.set_masks([masks.get(layer.name, torch.ones_like(layer.mask)) for layer in self.layers],
+                       [masks[layer.name] for layer in self.coupled])
 
     # -- resumable state: what a checkpoint needs beyond the model and optimizer -------------
     def state_dict(self) -> dict:
-        return {"masks": [layer.mask.clone() for layer in self.layers]}
+        state = {"masks": [layer.mask.clone() for layer in self.layers]}
+        if self.channel_granularity:
+            state["channels"] = [a.clone() for a in self.channel_alive]
+        return state
 
     def load_state_dict(self, state: dict) -> None:
-        self.set_masks([m.to(layer.mask.device) for m, layer in zip(state["masks"], self.layers)])
+        if "channels" in state:
+            self.set_channel_masks(state["channels"])
+        self.set_masks([m.to(layer.mask.device) for m, layer in zip(state["masks"], self.layers)],
+                       [layer.mask for layer in self.coupled])
 
     def masks(self) -> dict[str, torch.Tensor]:
         """Boolean masks by parameter name, as torch.nn.utils.prune.custom_from_mask takes them."""

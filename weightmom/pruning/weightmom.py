@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from weightmom.methods import WeightMomConfig
-from weightmom.pruning.allocation import allocate
+from weightmom.pruning.allocation import allocate, allocate_channels
 from weightmom.pruning.base import Pruner, TrainingContext, select_survivors
 from weightmom.pruning.schedule import CubicSchedule
 
@@ -32,6 +32,10 @@ class WeightMomPruner(Pruner):
         self.fixed = [False] * len(self.layers)
         self.fixed[0] = self.fixed[0] or not c.prune_first
         self.fixed[-1] = self.fixed[-1] or not c.prune_last
+        if self.channel_granularity:   # groups holding the first layer's rows or the last layer's inputs
+            first = self.channels.touches(self.layers[0].name, 0)
+            last = self.channels.touches(self.layers[-1].name, 1)
+            self.channel_fixed = [(f and not c.prune_first) or (la and not c.prune_last) for f, la in zip(first, last)]
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "momentum": [m.clone() for m in self.momentum],
@@ -78,6 +82,9 @@ class WeightMomPruner(Pruner):
         """Allocate `density` to layers and mask the lowest-momentum eligible weights."""
         if not self._observed:
             self.observe()
+        if self.channel_granularity:
+            self._prune_channels(density, final)
+            return
         c = self.config
         alive = [layer.mask.bool() for layer in self.layers]
         keep = allocate(c.allocation, density, [l.weight.shape for l in self.layers], self.fixed,
@@ -85,3 +92,21 @@ class WeightMomPruner(Pruner):
         threshold = float("inf") if final else c.threshold
         self.set_masks([select_survivors(m, l.mask, k, threshold)
                         for l, m, k in zip(self.layers, self.momentum, keep)])
+
+    def _prune_channels(self, density: float, final: bool) -> None:
+        """The same steps on channel groups: a channel's score is the L2 norm of the momentum over all its
+        weights (with window 1, the group's L2 magnitude: GMP); the allocation rule shares out channels and
+        the channel fraction is set so that `density` of the prunable weights stays."""
+        c, groups = self.config, self.channels
+        scores = groups.scores({layer.name: m for layer, m in zip(self.layers, self.momentum)}, "l2")
+        alive = self.channel_alive
+        sizes, shapes, counts = groups.weight_sizes(), groups.root_shapes(), [g.size for g in groups.groups]
+
+        def keep_at(s: float) -> list[int]:
+            return allocate_channels(c.allocation, s, counts, sizes, shapes, self.channel_fixed,
+                                     importance_scaling=c.importance_scaling, scores=scores, alive=alive)
+
+        keep = groups.keep_for_density(density, keep_at, alive)
+        threshold = float("inf") if final else c.threshold
+        self.set_channel_masks([select_survivors(score, a.float(), k, threshold).bool()
+                                for score, a, k in zip(scores, alive, keep)])
