@@ -1,5 +1,6 @@
 """`weightmom export`: every file written, parity and sizes as the acceptance states, checked by a script that
-imports nothing of this project; every bad input one line, a non-zero exit and nothing in DIR."""
+imports nothing of this project; every bad input one line, a non-zero exit and nothing in DIR; int8 calibrated on
+training images only and gated on val, its failure one line, exit 1 and nothing in DIR."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 VERIFY = REPO / "benchmarks" / "verify_export.py"
 FILES = ["config.yaml", "model.onnx", "model.pt2", "report.json", "report.md", "samples/samples.npz",
          "samples/test_split.npz", "weights.safetensors.zst"]
+INT8_FILES = sorted([*FILES, "model.int8.onnx"])
 FAST = ["--latency-runs", "3"]
 
 
@@ -40,28 +42,64 @@ def checkpoint(tmp_path_factory, one_thread) -> Path:
 @pytest.fixture(scope="module")
 def exported(checkpoint, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("export") / "deploy"
-    assert main(["export", str(checkpoint), "--out", str(out), *FAST]) == 0
+    assert main(["export", str(checkpoint), "--out", str(out), "--int8", *FAST]) == 0
     return out
 
 
 def test_every_file_is_written_with_the_report_the_acceptance_asks_for(exported, checkpoint):
-    assert sorted(str(p.relative_to(exported)) for p in exported.rglob("*") if p.is_file()) == sorted(FILES)
+    assert sorted(str(p.relative_to(exported)) for p in exported.rglob("*") if p.is_file()) == INT8_FILES
     report = json.loads((exported / "report.json").read_text())
     parity = report["parity"]
     assert parity["passed"] and parity["onnxruntime"]["top1_agreement"] == 1.0
     assert parity["onnxruntime"]["accuracy"] == parity["torch"]["accuracy"] == report["test_accuracy"]
     assert report["test_accuracy"] == load_checkpoint(checkpoint).metrics["test_accuracy"]   # what training measured
     assert parity["test_images"] == 450                                                        # the whole test split
-    for model in ("pruned", "dense"):
-        for runtime in ("onnxruntime", "torch"):
-            assert set(report["latency"]["table"][model][runtime]) == {"batch 1", "batch 64"}
-    assert "unstructured sparsity buys" in report["latency"]["verdict"]
+    latency = report["latency"]
+    # At 5% density some of LeNet's hidden units end dead: the slim graph is what ships, int8 quantizes it.
+    assert list(latency["table"]) == ["dense fp32", "masked fp32", "slim fp32", "slim int8"]   # one table, one run
+    for model, runtimes in latency["table"].items():
+        assert list(runtimes) == (["onnxruntime"] if model == "slim int8" else ["onnxruntime", "torch"])
+        assert all(set(by_batch) == {"batch 1", "batch 64"} for by_batch in runtimes.values())
+    assert set(latency["ratio_to_dense"]) == {"masked fp32", "slim fp32", "slim int8"} and latency["interleaved"]
+    assert "unstructured sparsity buys" in latency["verdict"] and "slim int8 on ONNX Runtime" in latency["verdict"]
+    assert latency["cpu"]["model"] and isinstance(latency["cpu"]["int8_dot_product"], bool)
     counts = report["counts"]
     assert counts["macs_nonzero"] < 0.1 * counts["macs_total"] and counts["params_nonzero"] < counts["params_total"]
     assert report["input"]["shape"] == ["batch", 1, 8, 8] and report["input"]["normalisation_in_graph"] is True
     markdown = (exported / "report.md").read_text()
-    assert all(word in markdown for word in ("## Size", "## Parity", "## Latency", "dense", "pruned"))
+    assert all(word in markdown for word in ("## Size", "## Parity", "## Latency", "## int8", "dense fp32",
+                                             "masked fp32", "slim fp32", "slim int8", "CPU: ", "dense fp32 p50 / p50"))
+    slim = report["slim"]
+    assert slim["channels_removed"] and slim["vs_masked"]["passed"] and slim["vs_masked"]["max_abs_logit_diff"] <= 1e-4
+    assert slim["params"] < counts["params_total"] and slim["macs"] < counts["macs_total"]
     assert yaml.safe_load((exported / "config.yaml").read_text()) == load_checkpoint(checkpoint).config
+
+
+def test_int8_has_its_own_rows_and_passes_its_gate_on_val(exported):
+    int8 = json.loads((exported / "report.json").read_text())["int8"]
+    assert int8["gate"]["split"] == "val" and int8["gate"]["passed"] and int8["gate"]["max_drop"] == 0.01
+    assert int8["val"]["images"] == 136 and int8["test"]["images"] == 450   # digits: 10% of 1,347 held out
+    assert int8["val"]["fp32_accuracy"] - int8["val"]["int8_accuracy"] <= 0.01
+    assert int8["calibration"] == {"images": 256, "split": "train", "seed": 0}
+    assert int8["bytes"] == (exported / "model.int8.onnx").stat().st_size < int8["fp32_bytes"]
+    assert all(0.9 <= int8[split]["top1_agreement"] <= 1 for split in ("val", "test"))
+    markdown = (exported / "report.md").read_text()
+    assert "| int8 (model.int8.onnx) |" in markdown and "never val or test" in markdown
+
+
+def test_int8_calibrates_on_the_part_of_the_training_data_that_training_used(checkpoint):
+    from weightmom.data.datasets import load_dataset
+    from weightmom.export.quantize import calibration_images
+    from weightmom.export.source import load_source
+
+    source = load_source(checkpoint)
+    whole = load_dataset("digits").train_images.numpy()
+    assert len(source.train_images) + len(source.val_images) == len(whole)   # val held out of training
+    images = calibration_images(source.train_images, 256)
+    train_rows = {row.tobytes() for row in source.train_images.astype(np.float32)}
+    assert len(images) == 256 and all(image.tobytes() in train_rows for image in images)
+    assert np.array_equal(images, calibration_images(source.train_images, 256))          # reproducible
+    assert len(calibration_images(source.train_images, 10**6)) == len(source.train_images)
 
 
 def test_the_weights_are_small_and_are_the_checkpoints(exported, checkpoint):
@@ -86,6 +124,9 @@ def test_a_script_that_imports_nothing_of_the_project_reproduces_the_report(expo
                           timeout=600, env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stdout + done.stderr
     assert "onnxruntime: test accuracy" in done.stdout and "torch.export: test accuracy" in done.stdout
+    assert "onnxruntime int8: test accuracy" in done.stdout
+    floats = sum(v.dtype.kind == "f" for v in read_weights(exported / "weights.safetensors.zst")[0].values())
+    assert f"weights: {floats} of {floats} float tensors equal" in done.stdout   # not "116 of 97"
 
 
 def test_the_onnx_model_takes_any_batch(exported):
@@ -122,6 +163,10 @@ def test_bad_inputs_give_one_line_and_leave_nothing(checkpoint, tmp_path, capsys
     assert main(["export", str(checkpoint), "--out", str(full)]) == 2
     assert "not an empty folder" in capsys.readouterr().err and [p.name for p in full.iterdir()] == ["keep.txt"]
     _fails(["export", str(checkpoint), "--out", str(out), "--max-density", "0.1"], out, 2, "sweep folder", capsys)
+    _fails(["export", str(checkpoint), "--out", str(out), "--int8", "--int8-max-drop", "2"], out, 2,
+           "--int8-max-drop must be in [-1, 1]", capsys)
+    _fails(["export", str(checkpoint), "--out", str(out), "--int8", "--int8-calibration", "0"], out, 2,
+           "--int8-calibration must be at least 1", capsys)
     raw = torch.load(checkpoint, weights_only=True)
     raw["config"]["model"] = "no_such_module_here:build"
     torch.save(raw, tmp_path / "unbuildable.pt")
@@ -144,6 +189,55 @@ def test_a_parity_failure_fails_the_export_and_leaves_nothing(checkpoint, tmp_pa
     out = tmp_path / "deploy"
     _fails(["export", str(checkpoint), "--out", str(out), "--parity-atol", "1e-12", *FAST], out, 1,
            "parity failed", capsys)
+
+
+def test_an_int8_gate_failure_exits_1_in_one_line_and_leaves_nothing(checkpoint, tmp_path, capsys):
+    out = tmp_path / "deploy"
+    # -1: int8 would have to beat fp32 by 100 points of accuracy, so the gate fails whatever the model.
+    _fails(["export", str(checkpoint), "--out", str(out), "--int8", "--int8-max-drop", "-1", *FAST], out, 1,
+           "int8 gate failed: val accuracy", capsys)
+    assert not out.exists() and list(tmp_path.iterdir()) == []   # no model.int8.onnx, no staging, no DIR
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["dense", "weightmom"])
+def test_int8_on_a_dense_and_a_weight_pruned_resnet20_passes_its_gate_or_fails_in_one_line(method, cifar_mini,
+                                                                                            tmp_path, one_thread,
+                                                                                            capsys):
+    from weightmom.training import train
+
+    config = TrainConfig(dataset="cifar10", data_dir=str(cifar_mini), model="resnet20", width=0.25, method=method,
+                         density=1.0 if method == "dense" else 0.2, epochs=2, lr=0.1, batch_size=128, device="cpu",
+                         val_fraction=0.1, **({} if method == "dense" else {"pruner": {"prune_end": 1}}))
+    train(config, progress=False).save(str(tmp_path / "model.pt"))
+    out = tmp_path / "deploy"
+    capsys.readouterr()
+    code = main(["export", str(tmp_path / "model.pt"), "--out", str(out), "--int8", *FAST])
+    captured = capsys.readouterr()
+    if code == 1:   # the gate may fail on a real model: then in one line, with nothing written
+        assert len(captured.err.strip().splitlines()) == 1 and "int8 gate failed" in captured.err
+        assert not out.exists() and [p.name for p in tmp_path.iterdir()] == ["model.pt"]
+        return
+    assert code == 0 and "int8: model.int8.onnx" in captured.out, captured.err
+    report = json.loads((out / "report.json").read_text())
+    assert report["int8"]["gate"]["passed"] and report["int8"]["val"]["images"] == 372   # 10% of 3,728
+    assert ("At density 100% the model is dense" in report["latency"]["verdict"]) == (method == "dense")
+    done = subprocess.run([sys.executable, str(VERIFY), str(out)], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and "onnxruntime int8: test accuracy" in done.stdout, done.stdout + done.stderr
+
+
+def test_int8_without_a_val_split_is_gated_on_test_and_says_so(tmp_path, one_thread):
+    from weightmom.export import ExportOptions, export_checkpoint
+    from weightmom.training import train
+
+    config = TrainConfig(dataset="digits", model="lenet300", method="weightmom", density=0.05, epochs=4,
+                         device="cpu", val_fraction=0.0, pruner={"prune_end": 2})
+    train(config, progress=False).save(str(tmp_path / "model.pt"))
+    report = export_checkpoint(tmp_path / "model.pt", tmp_path / "deploy",
+                               ExportOptions(latency_runs=1, int8=True, int8_max_drop=1.0))
+    assert "val" not in report["int8"] and report["int8"]["gate"]["split"] == "test"
+    assert "no val split" in report["int8"]["gate"]["note"]
+    assert "gated on test" in (tmp_path / "deploy" / "report.md").read_text()
 
 
 @pytest.mark.slow

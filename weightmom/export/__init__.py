@@ -10,7 +10,7 @@ See docs/export.md for the files and the weights layout.
 
 from __future__ import annotations
 
-from weightmom.export.options import ExportOptions, ParityFailed
+from weightmom.export.options import ExportFailed, ExportOptions, Int8Failed, ParityFailed
 from weightmom.export.pipeline import export_checkpoint
 
-__all__ = ["ExportOptions", "ParityFailed", "export_checkpoint"]
+__all__ = ["ExportFailed", "ExportOptions", "Int8Failed", "ParityFailed", "export_checkpoint"]

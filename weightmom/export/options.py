@@ -1,12 +1,20 @@
-"""What an export may be asked for, and the one failure that is the model's, not the user's."""
+"""What an export may be asked for, and the failures that are the model's, not the user's (exit 1, not 2)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 
-class ParityFailed(RuntimeError):
+class ExportFailed(RuntimeError):
+    """The model fails a check the export makes: the input was fine, so the command exits 1 rather than 2."""
+
+
+class ParityFailed(ExportFailed):
     """ONNX Runtime (or the reloaded ExportedProgram) does not compute what torch computes."""
+
+
+class Int8Failed(ExportFailed):
+    """ONNX Runtime cannot quantize the graph, or int8 loses more accuracy than allowed: no export ships."""
 
 
 @dataclass(frozen=True)
@@ -20,6 +28,9 @@ class ExportOptions:
     samples: int = 16                # test images in samples/samples.npz
     zstd_level: int = 19
     opset: int | None = None         # None: the exporter's default (checked against onnxruntime's range)
+    int8: bool = False               # also write model.int8.onnx (ONNX Runtime static quantization, QDQ)
+    int8_calibration: int = 256      # training images (never val or test) that set the activation ranges
+    int8_max_drop: float = 0.01      # largest fp32 - int8 accuracy drop allowed on val (test when there is no val)
 
 
 EXTRA = ("onnx", "onnxscript", "onnxruntime", "zstandard")

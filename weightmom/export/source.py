@@ -24,6 +24,9 @@ class Source:
     std: torch.Tensor
     test_images: np.ndarray       # uint8 (N, C, H, W)
     test_labels: np.ndarray       # int64 (N,)
+    train_images: np.ndarray      # uint8: the part of the training data training used (val held out): calibration
+    val_images: np.ndarray | None = None    # the run's validation split; None when val_fraction was 0
+    val_labels: np.ndarray | None = None
 
 
 def check_out_dir(out: Path) -> None:
@@ -66,5 +69,8 @@ def load_source(path: str | Path, data_dir: str | None = None) -> Source:
             f"the data's images are {dataset.input_shape}, the checkpoint's model takes {checkpoint.input_shape}")
     require(checkpoint.class_names is None or dataset.class_names in (None, checkpoint.class_names),
             "the data's classes are not the checkpoint's")
+    val = dataset.val_images is not None
     return Source(path, checkpoint, model, dense, dataset.mean.cpu(), dataset.std.cpu(),
-                  dataset.test_images.cpu().numpy(), dataset.test_labels.cpu().numpy())
+                  dataset.test_images.cpu().numpy(), dataset.test_labels.cpu().numpy(),
+                  dataset.train_images.cpu().numpy(),
+                  dataset.val_images.cpu().numpy() if val else None, dataset.val_labels.cpu().numpy() if val else None)
