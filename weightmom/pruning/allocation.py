@@ -69,6 +69,18 @@ def global_keep_counts(scores: Sequence[torch.Tensor], alive: Sequence[torch.Ten
     return [size if is_fixed else max(1, int(c.sum())) for size, c, is_fixed in zip(sizes, chosen, fixed)]
 
 
+def rule_scores(allocation: str, sizes: Sequence[int], shapes: Sequence[torch.Size],
+                importance_scaling: float) -> list[float]:
+    """Each layer's (or group's) share of the kept weights under a water-filling rule: uniform, importance, erk."""
+    if allocation == "uniform":
+        return [1.0] * len(sizes)
+    if allocation == "importance":
+        return importance_scores(sizes, importance_scaling)
+    if allocation == "erk":
+        return erk_scores(shapes)
+    raise ValueError(f"unknown allocation {allocation!r}")
+
+
 def allocate(allocation: str, density: float, shapes: Sequence[torch.Size], fixed: Sequence[bool],
              importance_scaling: float = 1.0, scores: Sequence[torch.Tensor] | None = None,
              alive: Sequence[torch.Tensor] | None = None) -> list[int]:
@@ -77,14 +89,7 @@ def allocate(allocation: str, density: float, shapes: Sequence[torch.Size], fixe
     if allocation == "global":
         assert scores is not None and alive is not None, "global allocation ranks scores"
         return global_keep_counts(scores, alive, density, fixed)
-    if allocation == "uniform":
-        layer_scores = [1.0] * len(sizes)
-    elif allocation == "importance":
-        layer_scores = importance_scores(sizes, importance_scaling)
-    elif allocation == "erk":
-        layer_scores = erk_scores(shapes)
-    else:
-        raise ValueError(f"unknown allocation {allocation!r}")
+    layer_scores = rule_scores(allocation, sizes, shapes, importance_scaling)
     return keep_counts(sizes, water_fill(sizes, layer_scores, density, fixed))
 
 
@@ -104,15 +109,7 @@ def allocate_channels(allocation: str, density: float, channels: Sequence[int], 
         assert scores is not None and alive is not None, "global allocation ranks scores"
         counts = global_keep_counts(scores, alive, density, fixed)
         return [n if f else kept_channels(k, n) for n, k, f in zip(channels, counts, fixed)]
-    if allocation == "uniform":
-        layer_scores = [1.0] * len(sizes)
-    elif allocation == "importance":
-        layer_scores = importance_scores(sizes, importance_scaling)
-    elif allocation == "erk":
-        layer_scores = erk_scores(shapes)
-    else:
-        raise ValueError(f"unknown allocation {allocation!r}")
-    densities = water_fill(sizes, layer_scores, density, fixed)
+    densities = water_fill(sizes, rule_scores(allocation, sizes, shapes, importance_scaling), density, fixed)
     return [n if f else kept_channels(d * n, n) for n, d, f in zip(channels, densities, fixed)]
 
 
