@@ -18,7 +18,8 @@ demo: $(BIN)/weightmom
 	$(BIN)/weightmom sweep digits-quick --trials 8 --out runs/demo
 
 # Two pytest-xdist workers by default: the slow tests wait on Ray, MLflow and subprocesses for much of their
-# time, so two at a time fill a 2-core machine (about 14 minutes instead of 20). TEST_WORKERS=0: one process.
+# time, so two at a time fill a 2-core machine (18 minutes of tests from a clean clone at 1495742).
+# TEST_WORKERS=0: one process.
 # worksteal: a worker that runs out takes queued tests from the other.
 TEST_WORKERS ?= 2
 test: $(BIN)/weightmom
