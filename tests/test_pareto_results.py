@@ -307,6 +307,15 @@ def test_front_png_without_complete_trials(tmp_path):
     assert path.read_bytes().startswith(b"\x89PNG")
 
 
+def test_a_sweep_with_every_trial_at_chance_still_gets_its_picture_saying_so(tmp_path):
+    rows = [_row(t, acc, d, num_classes=10) for t, acc, d in (("a", 0.11, 0.1), ("b", 0.09, 0.5))]
+    assert front_rows(rows, METRICS, MODES) == []
+    path = tmp_path / "front.html"
+    front_html(rows, [], METRICS, MODES, path, quality="hypervolume 0")
+    text = path.read_text()
+    assert "0 of 2 complete trials (none above chance)" in text and "No complete trial above chance yet." in text
+
+
 def test_front_html_is_small_self_contained_svg_with_a_tooltip_per_trial(tmp_path):
     rows = _sweep_rows()
     rows[0]["config.method"] = "magnitude_xyz"

@@ -45,7 +45,8 @@ def _front_line(front: Sequence[dict], metrics: Sequence[str]) -> tuple[list, li
 
 def _title(rows: Sequence[dict], front: Sequence[dict], quality: str) -> str:
     complete = [row for row in rows if row.get("state") == "COMPLETE"]
-    return f"Pareto front: {len(front)} of {len(complete)} complete trials\n{quality}"
+    none = " (none above chance)" if complete and not front else ""
+    return f"Pareto front: {len(front)} of {len(complete)} complete trials{none}\n{quality}"
 
 
 def _label(name: str, mode: str) -> str:
@@ -180,6 +181,6 @@ def front_html(rows: Sequence[dict], front: Sequence[dict], metrics: Sequence[st
     table_rows = [{"trial_id": r.get("trial_id"), **{m: r.get(m) for m in shown_metrics(metrics)},
                    **{k.removeprefix("config."): r.get(k) for k in config}} for r in front]
     columns = ["trial_id", *shown_metrics(metrics), *[k.removeprefix("config.") for k in config]]
-    table = table_html(table_rows, columns, _fmt) if front else "<p>No complete trial yet.</p>"
+    table = table_html(table_rows, columns, _fmt) if front else "<p>No complete trial above chance yet.</p>"
     write_page(path, f"Pareto front: {metrics[0]} vs {metrics[1]}", figure, tooltips,
                hint="Hover a point for its trial and config.", extra_html=f"<h3>The front</h3>\n{table}")

@@ -99,10 +99,11 @@ class FrontRefresh:
         (self.folder / FRONT_TEXT).write_text(pareto.format_table(front, front_columns(self.space)) + "\n")
 
     def _plots(self, rows: list[dict], front: list[dict], quality: str) -> list[Path]:
-        """The front's PNG and page (when it has a point) and the study's pages: the files written."""
+        """The front's PNG and page (drawn as soon as a trial has a row, even when no trial is above chance yet)
+        and the study's pages: the files written."""
         metrics, modes = self.space.metrics, self.space.modes
         paths = []
-        if front and len(metrics) >= 2:   # one objective: a best trial, not a front to draw
+        if rows and len(metrics) >= 2:   # one objective: a best trial, not a front to draw
             paths = [self.folder / FRONT_PNG, self.folder / FRONT_HTML]
             plots.front_png(rows, front, metrics, modes, paths[0], quality=quality)
             plots.front_html(rows, front, metrics, modes, paths[1], quality=quality)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -17,6 +19,7 @@ from sweeps.space.search_space import SearchSpace
 from weightmom.training import TrainResult, train
 
 TRAINING_STATE_FILE = "state.pt"   # the full training state: what a retried or resumed trial continues from
+FINAL_RESULT_FILE = "final.json"   # in the last checkpoint only: the result a restored finished trial reports again
 # A dense training state is several times the sparse model; on a GPU sweep writing it to shared
 # storage every epoch would cost more than it saves. Tests set this to 0.
 CHECKPOINT_EVERY_S = float(os.environ.get("WEIGHTMOM_CHECKPOINT_EVERY_S", "120"))
@@ -32,6 +35,8 @@ def run_trial(config: dict, space: SearchSpace) -> None:
     """
     train_config = space.train_config(trial_params(config))
     last_checkpoint = time.monotonic()
+    if report_again(tune.get_checkpoint()):
+        return
     resume = restored_state(tune.get_checkpoint()) or restored_state(requeued_checkpoint(config))
     # Where the trial ran and what it continued from: the evidence for placement and retries.
     placement = {"node_id": ray.get_runtime_context().get_node_id(),
@@ -47,12 +52,32 @@ def run_trial(config: dict, space: SearchSpace) -> None:
             return
         with tempfile.TemporaryDirectory() as folder:
             result.save(str(Path(folder) / MODEL_FILE))
-            if not final:
+            if final:
+                (Path(folder) / FINAL_RESULT_FILE).write_text(json.dumps(metrics, default=float))
+            else:
                 result.save_state(str(Path(folder) / TRAINING_STATE_FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(folder))
         last_checkpoint = time.monotonic()
 
     train(train_config, epoch_end=epoch_end, progress=False, resume=resume)
+
+
+def report_again(checkpoint: tune.Checkpoint | None) -> bool:
+    """Report the final result again when Ray restored the trial from its last checkpoint: the driver died
+    after the trial's last report and before it ended the trial. Training again from scratch would waste the
+    whole run (that checkpoint holds the model, not a training state). Whether it did."""
+    if checkpoint is None:
+        return False
+    with checkpoint.as_directory() as folder:
+        path = Path(folder) / FINAL_RESULT_FILE
+        if not path.exists():
+            return False
+        metrics = json.loads(path.read_text())
+        metrics |= {"node_id": ray.get_runtime_context().get_node_id(), "resumed_from_epoch": metrics["epoch"]}
+        with tempfile.TemporaryDirectory() as copy:   # reported as a new checkpoint: Ray persists its own copy
+            shutil.copytree(folder, copy, dirs_exist_ok=True)
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(copy))
+    return True
 
 
 def restored_state(checkpoint: tune.Checkpoint | str | None) -> dict | None:
