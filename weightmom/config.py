@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from weightmom.chain import CHAIN_METHODS, ChainPlan, plan_of
 from weightmom.errors import UsageError, require
 from weightmom.methods import check_density, default_density, pruner_config
 from weightmom.strict import Rule, build, check_rule, field_types
@@ -52,6 +53,9 @@ class TrainConfig:
     val_fraction: float = 0.1         # of the training data, held out to choose on; 0: train on all of it
     split_seed: int = 0               # fixes the validation split apart from `seed`, so trials share it
     device: str = "auto"              # auto | cpu | cuda | cuda:N
+    chain: tuple[float, ...] = ()     # densities below `density` to walk down after `epochs` (weightmom.chain)
+    chain_epochs: int = 3             # epochs per further chain step; it prunes in the first of them
+    chain_lr: float = 0.3             # each further step's peak lr, as a fraction of `lr`
 
     def __post_init__(self) -> None:
         for name in ("density", *FIELD_CHOICES, *FIELD_RULES):
@@ -60,6 +64,18 @@ class TrainConfig:
                 f"data_loading stream needs dataset imagefolder (got {self.dataset!r}, which is held in memory)")
         # The method's knobs too: a typo in pruner.* fails here, before any data is read.
         pruner_config(self.method, self.target_density, self.pruner)
+        if self.chain:
+            check_chain(self.method, self.target_density, self.chain)
+
+    @property
+    def chain_plan(self) -> ChainPlan | None:
+        """When each chain step starts and ends; None for a run that is not a chain."""
+        return plan_of((self.target_density, *self.chain), self.epochs, self.chain_epochs)
+
+    @property
+    def total_epochs(self) -> int:
+        """Every epoch the run trains: `epochs`, plus `chain_epochs` per further chain density."""
+        return self.epochs + self.chain_epochs * len(self.chain)
 
     @property
     def target_density(self) -> float:
@@ -82,7 +98,20 @@ FIELD_RULES: dict[str, Rule] = {
     "val_fraction": (lambda v: 0 <= v < 0.5, "must be in [0, 0.5)"),
     "lr_step_epochs": (lambda v: v > 0, "must be positive"),
     "data_workers": (lambda v: v is None or v >= 0, "must be >= 0 (0: decode in the training process)"),
+    "chain_epochs": (lambda v: v > 0, "must be a positive integer"),
+    "chain_lr": (lambda v: 0 < v <= 1 and math.isfinite(v), "must be in (0, 1]"),
 }
+
+
+def check_chain(method: str, density: float, chain: tuple[float, ...]) -> None:
+    """A chain needs an iterative method and densities that go down from the run's own."""
+    require(method in CHAIN_METHODS, f"chain needs an iterative method ({' or '.join(CHAIN_METHODS)}), "
+                                     f"not {method!r}")
+    steps = (density, *chain)
+    for d in chain:
+        check_density(d)
+    require(all(a > b for a, b in zip(steps, steps[1:])),
+            f"chain densities must go down from density {density}: got {list(chain)}")
 
 
 def check_field(name: str, value: Any) -> None:

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from weightmom.chain import chain_lr
 from weightmom.config import TrainConfig
 from weightmom.data.datasets import TensorDataset, iterate_batches, normalize, split_validation
 from weightmom.data.sources import Loader, as_tensor_dataset, data_loader
@@ -90,13 +91,17 @@ def make_optimizer(model: nn.Module, config: TrainConfig, overrides: dict) -> to
 
 
 def lr_multiplier(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
-    """Per-step factor on the peak lr: cosine to zero, step decay, or constant."""
+    """Per-step factor on the peak lr: cosine to zero, step decay, or constant (a chain's further steps
+    restart it, weightmom.chain)."""
     total = config.epochs * steps_per_epoch
     if config.lr_schedule == "cosine":
-        return lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
-    if config.lr_schedule == "step":
-        return lambda step: config.lr_step_gamma ** ((step // steps_per_epoch) // config.lr_step_epochs)
-    return lambda step: 1.0
+        base = lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))  # noqa: E731
+    elif config.lr_schedule == "step":
+        base = lambda step: config.lr_step_gamma ** ((step // steps_per_epoch) // config.lr_step_epochs)  # noqa: E731
+    else:
+        base = lambda step: 1.0  # noqa: E731
+    plan = config.chain_plan
+    return base if plan is None else chain_lr(base, plan, steps_per_epoch, config.chain_lr)
 
 
 def evaluate(model: nn.Module, dataset: Data, batch_size: int = 1000,
@@ -156,6 +161,7 @@ def _train_epochs(run: _Run, report: Report | None, progress: bool | None, epoch
     if resume is not None:
         first_epoch, seconds_before, last = run.resume(resume)
     bar = _progress_bar(run.config, first_epoch, progress)
+    plan = run.config.chain_plan
     start = time.perf_counter() - seconds_before
     for epoch in bar:
         last, sparsity = run.epoch(epoch)
@@ -163,6 +169,8 @@ def _train_epochs(run: _Run, report: Report | None, progress: bool | None, epoch
         bar.set_postfix(loss=f"{last['train_loss']:.3f}", acc=f"{shown:.3f}", density=f"{sparsity['density']:.3f}")
         if not math.isfinite(last["train_loss"]):
             raise TrainingDiverged(f"training diverged in epoch {epoch}: train loss is {last['train_loss']}")
+        if plan is not None:   # which step the epoch is in, and whether its end is a checkpoint of the chain
+            last |= {"chain_step": plan.step_of(epoch), "step_end": plan.ends_step(epoch)}
         if report is not None:
             report(dict(last))
         if epoch_end is not None:
@@ -239,6 +247,7 @@ def _context(config: TrainConfig, dataset: Data) -> TrainingContext:
     """What the pruner may know of the run. Its `batches` (SNIP's saliency) have their own generator."""
     return TrainingContext(
         epochs=config.epochs, steps_per_epoch=math.ceil(dataset.size("train") / config.batch_size),
+        chain=config.chain_plan,
         loss_fn=nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), seed=config.seed,
         sample_input=dataset.first_images(1).float(),
         batches=lambda: iterate_batches(dataset, "train", config.batch_size, shuffle=True,
@@ -249,8 +258,8 @@ def _context(config: TrainConfig, dataset: Data) -> TrainingContext:
 def _progress_bar(config: TrainConfig, first_epoch: int, progress: bool | None) -> tqdm:
     """The epochs still to train, with a tqdm bar on stderr when it is a terminal (or `progress` says so)."""
     show = sys.stderr.isatty() if progress is None else progress
-    return tqdm(range(first_epoch, config.epochs + 1), desc=f"{config.model}/{config.method}", unit="epoch",
-                initial=first_epoch - 1, total=config.epochs, disable=not show)
+    return tqdm(range(first_epoch, config.total_epochs + 1), desc=f"{config.model}/{config.method}", unit="epoch",
+                initial=first_epoch - 1, total=config.total_epochs, disable=not show)
 
 
 def _sources(config: TrainConfig, model: object, data: object,
@@ -281,5 +290,10 @@ def _final_metrics(config: TrainConfig, dataset: Data, model: nn.Module, pruner:
         "model": config.model, "dataset": config.dataset, "method": config.method,
         "num_classes": dataset.num_classes,
         "class_names": list(dataset.class_names) if dataset.class_names is not None else None,
-        "config": asdict(resolved), "pruner_config": asdict(pruner.config),
+        "config": plain(asdict(resolved)), "pruner_config": asdict(pruner.config),
     }
+
+
+def plain(config: dict) -> dict:
+    """A config as YAML and JSON write it back (tuples as lists): what a checkpoint holds equals its config.yaml."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in config.items()}

@@ -46,7 +46,7 @@ def run_trial(config: dict, space: SearchSpace) -> None:
     def epoch_end(metrics: dict, result: TrainResult) -> None:
         nonlocal last_checkpoint
         metrics |= placement | {"num_classes": result.num_classes}
-        final = metrics["epoch"] == train_config.epochs
+        final = metrics["epoch"] == train_config.total_epochs
         if not final and time.monotonic() - last_checkpoint < CHECKPOINT_EVERY_S:
             tune.report(metrics)
             return

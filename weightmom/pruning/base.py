@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from weightmom.chain import ChainPlan
 from weightmom.errors import UsageError
 from weightmom.pruning.channels import ChannelGroups, find_channel_groups
 
@@ -31,6 +32,7 @@ class TrainingContext:
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     batches: Callable[[], Iterator[Batch]]
     seed: int = 0
+    chain: ChainPlan | None = None   # a chain run: `epochs` is its first step's, the plan says the rest
 
 
 @dataclass

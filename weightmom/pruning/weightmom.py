@@ -23,11 +23,12 @@ class WeightMomPruner(Pruner):
         self.config = self.config.resolve(context.epochs, context.steps_per_epoch)
         c = self.config
         self.schedule = CubicSchedule(c.density, c.prune_start, c.prune_end, c.prune_every)
+        self.phases = [self.schedule, *chain_phases(context, c)]
         # float32 on the weight's device, updated in place: no allocation per observation.
         self.momentum = [torch.zeros_like(l.weight, dtype=torch.float32) for l in self.layers]
         self._scratch = [torch.zeros_like(m) for m in self.momentum]
         self._observed = False
-        self._final_done = False
+        self._finals_done = 0   # phases whose final prune (to their exact density) has happened
         self._step = 0
         self.fixed = [False] * len(self.layers)
         self.fixed[0] = self.fixed[0] or not c.prune_first
@@ -39,13 +40,15 @@ class WeightMomPruner(Pruner):
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "momentum": [m.clone() for m in self.momentum],
-                "observed": self._observed, "step": self._step, "final_done": self._final_done}
+                "observed": self._observed, "step": self._step, "finals_done": self._finals_done}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
         for momentum, saved in zip(self.momentum, state["momentum"]):
             momentum.copy_(saved)
-        self._observed, self._step, self._final_done = state["observed"], state["step"], state["final_done"]
+        self._observed, self._step = state["observed"], state["step"]
+        # A state saved before chains holds one phase's flag.
+        self._finals_done = int(state["finals_done"] if "finals_done" in state else state["final_done"])
 
     def observe(self) -> None:
         """m <- beta * m + (1 - beta) * |w|; m starts at |w|."""
@@ -71,12 +74,15 @@ class WeightMomPruner(Pruner):
             self._maybe_prune(epoch)
 
     def _maybe_prune(self, t: float) -> None:
-        final = t >= self.schedule.end
+        phase = max((k for k, p in enumerate(self.phases) if k == 0 or t > p.start), default=0)
+        schedule = self.phases[phase]
+        final = t >= schedule.end
         # The final prune happens at the first t >= prune_end, even when t never equals it
         # (prune_end 2.5 epochs, or 0: the loop's first call is t = 1).
-        if self.schedule.is_update(t) or (final and not self._final_done):
-            self.prune_to(self.schedule.density_at(t), final=final)
-            self._final_done = self._final_done or final
+        if schedule.is_update(t) or (final and self._finals_done <= phase):
+            self.prune_to(schedule.density_at(t), final=final)
+            if final:
+                self._finals_done = phase + 1
 
     def prune_to(self, density: float, final: bool = False) -> None:
         """Allocate `density` to layers and mask the lowest-momentum eligible weights."""
@@ -110,3 +116,15 @@ class WeightMomPruner(Pruner):
         threshold = float("inf") if final else c.threshold
         self.set_channel_masks([select_survivors(score, a.float(), k, threshold).bool()
                                 for score, a, k in zip(scores, alive, keep)])
+
+
+def chain_phases(context: TrainingContext, config: WeightMomConfig) -> list[CubicSchedule]:
+    """A chain run's further steps as schedules in the pruner's unit: each prunes from the density before it
+    to its own over the step's first epoch (weightmom.chain)."""
+    plan = context.chain
+    if plan is None:
+        return []
+    per_epoch = 1 if config.unit == "epoch" else context.steps_per_epoch
+    return [CubicSchedule(density, plan.step_start(k) * per_epoch, (plan.step_start(k) + 1) * per_epoch,
+                          min(config.prune_every, per_epoch), initial_density=before)
+            for k, (before, density) in enumerate(zip(plan.densities, plan.densities[1:]), start=1)]
