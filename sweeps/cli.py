@@ -272,13 +272,14 @@ def print_front(out: Path) -> None:
     rows); light: no Optuna, MLflow, matplotlib or torch (tests/test_rows.py)."""
     from sweeps.analysis.front_table import front_columns
     from sweeps.analysis.pareto import format_table, front_rows, sweep_hypervolume
-    from sweeps.records.results import sweep_rows
+    from sweeps.records.results import is_step, sweep_points
     from sweeps.records.state import load_sweep_outline
 
     space = load_sweep_outline(out)
-    trials = sweep_rows(out, required=False)
+    trials = sweep_points(out, required=False)   # a chain's steps are points too
     front = front_rows(trials, space.metrics, space.modes)
-    print(f"Pareto front ({len(front)} trials, chosen on {', '.join(space.metrics)}):")
+    what = "points: trials and chain steps" if any(is_step(r) for r in trials) else "trials"
+    print(f"Pareto front ({len(front)} {what}, chosen on {', '.join(space.metrics)}):")
     print(format_table(front, front_columns(space)) if front else "(empty: no completed trial yet)")
     print(f"Front quality: {sweep_hypervolume(trials, space.metrics, space.modes)[1]}")
     gaps = [r["val_accuracy"] - r["test_accuracy"] for r in front
@@ -318,12 +319,12 @@ def run_best_command(args: argparse.Namespace) -> int:
         train_config_of,
         write_config,
     )
-    from sweeps.records.results import sweep_rows
+    from sweeps.records.results import sweep_points
 
     check_writable(args.out, "--out")
     check_writable(args.export, "--export")
     limits = limits_of(args)
-    rows = sweep_rows(args.dir)
+    rows = sweep_points(args.dir)
     try:
         row = pick(rows, limits=limits, size=size_metric(sweep_objectives(Path(args.dir)), limits))
     except NothingQualifies as err:

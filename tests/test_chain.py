@@ -111,11 +111,3 @@ def test_the_command_line_walks_a_chain(tmp_path: Path) -> None:
     assert metrics["epochs"] == 5 and metrics["density"] == pytest.approx(0.1, abs=2e-3)
     assert metrics["config"]["chain"] == [0.2, 0.1]
 
-
-def test_a_sweep_space_with_a_chain_is_refused_until_the_books_record_its_steps(tmp_path: Path) -> None:
-    from sweeps.space.search_space import load_space
-    from tests.sweep_helpers import write_space
-
-    path = write_space(tmp_path, "chained", trials=2, fixed={"chain": [0.02]})
-    with pytest.raises(UsageError, match=r"fixed.chain: a sweep does not record a chain's steps yet"):
-        load_space(path)

@@ -27,7 +27,7 @@ __all__ = ["END", "EPOCH", "METHOD_NAMES", "NESTED", "SCHEDULE_KNOBS", "SCHEDULE
 
 NESTED = mapping_fields()   # pruner, model_args: the keys set as pruner.<knob>, model_args.<argument>
 TOP_LEVEL_KEYS = tuple(name for name in field_types(TrainConfig) if name not in NESTED)
-NOT_IN_SWEEPS = ("chain", "chain_epochs", "chain_lr")   # a chain's rows per step are not in the books yet
+CHAIN_KEYS = ("chain", "chain_epochs", "chain_lr")   # set by a space's `chain` section, never by hand
 METHOD_NAMES = tuple(METHODS)
 # Knobs counted in the schedule's unit (epochs unless pruner.unit is step): they fit only the budget they
 # were chosen for, so a shortened run (a smoke test) drops them.
@@ -105,8 +105,6 @@ def check_name(name: str, methods: Sequence[str]) -> None:
     if not dotted:
         require(name in TOP_LEVEL_KEYS, f"unknown key; expected a TrainConfig field ({', '.join(TOP_LEVEL_KEYS)}), "
                                         "pruner.<knob> or model_args.<argument>")
-        require(name not in NOT_IN_SWEEPS, "a sweep does not record a chain's steps yet (issue 38): "
-                                           "chains run with `weightmom train --set chain=[...]`")
         return
     if head == "pruner":
         require(rest != "density", "the target density is the top-level key 'density', not pruner.density")

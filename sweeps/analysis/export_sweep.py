@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sweeps.analysis.best import Limit, config_yaml, describe, export_model, limits_of, pick, train_config_of
 from sweeps.records.folder import TRIALS
-from sweeps.records.results import MODEL_FILE, sweep_rows
+from sweeps.records.results import MODEL_FILE, sweep_points
 from weightmom.errors import require
 from weightmom.export import ExportOptions, export_checkpoint
 from weightmom.export.source import check_out_dir
@@ -33,7 +33,7 @@ def export_source(source: str | Path, out: str | Path, options: ExportOptions, m
         require(not limits, f"{source}: --max-density, --min-accuracy and the other limits choose a trial in a "
                             "sweep folder, not in a checkpoint")
         return export_checkpoint(source, out, options)
-    rows = sweep_rows(source, required=False)   # the journal's rows too: a killed driver's last trials
+    rows = sweep_points(source, required=False)   # the journal's rows too: a killed driver's last trials
     require(bool(rows) or (source / TRIALS).is_file(), f"{source}: not a sweep folder (no {TRIALS})")
     check_out_dir(out)   # before the copy, which is staged beside DIR
     return export_row(pick(rows, limits=limits, size=size), source, out, options, limits)

@@ -19,7 +19,7 @@ from sweeps.analysis.best import ACCURACY, Limit, NothingQualifies, pick
 from sweeps.analysis.export_sweep import export_row
 from sweeps.analysis.pareto import front_rows
 from sweeps.records.folder import TRIALS
-from sweeps.records.results import sweep_rows
+from sweeps.records.results import sweep_points
 from weightmom.errors import require
 from weightmom.export import ExportFailed, ExportOptions
 from weightmom.export import report as export_report
@@ -65,7 +65,7 @@ def export_fastest(source: str | Path, out: str | Path, options: ExportOptions, 
     require(max_latency_ms is None or max_latency_ms > 0, "--max-latency-ms must be above 0")
     require(source.is_dir(), f"{source}: --fastest and --max-latency-ms choose among a sweep folder's trials, "
                              "not a checkpoint")
-    rows = sweep_rows(source, required=False)
+    rows = sweep_points(source, required=False)
     require(bool(rows) or (source / TRIALS).is_file(), f"{source}: not a sweep folder (no {TRIALS})")
     check_out_dir(out)
     rows = candidates(rows, objectives, limits, size, k)

@@ -1,8 +1,8 @@
-"""The sweep's Pareto front, refreshed after every finished trial and at the end.
+"""The sweep's Pareto front, refreshed after every finished trial (or chain step) and at the end.
 
-From the COMPLETE rows of trials.parquet: pareto.parquet, plots/front.txt and the parent run's
-hypervolume, front_size and trials_finished every time; the plots (and their copies on the parent
-run) at most every PLOTS_EVERY_S and at the end.
+From the COMPLETE rows of trials.parquet and steps.parquet (a chain's steps are points too): pareto.parquet,
+plots/front.txt and the parent run's hypervolume, front_size and trials_finished every time; the plots (and
+their copies on the parent run) at most every PLOTS_EVERY_S and at the end.
 
 After a trial, the front is updated from the old front and the new row only (the front is small, the
 rows many: recomputing from all rows cost every trial time in proportion to the trials before), and
@@ -23,7 +23,7 @@ from sweeps.analysis.front_table import front_columns
 from sweeps.analysis.study_plots import study_plots
 from sweeps.records.folder import FRONT, FRONT_HTML, FRONT_PNG, FRONT_TEXT, PLOTS
 from sweeps.records.mlflow_client import ResilientClient
-from sweeps.records.results import write_rows
+from sweeps.records.results import is_step, write_rows
 from sweeps.space.search_space import SearchSpace
 
 log = logging.getLogger(__name__)
@@ -83,10 +83,11 @@ class FrontRefresh:
         metrics, modes = self.space.metrics, self.space.modes
         if new is None or full or self._front is None:
             every = rows()
-            self._seen = {r["trial_id"]: r["state"] for r in every}
+            self._seen = {r["trial_id"]: r["state"] for r in every if not is_step(r)}
             self._front = pareto.front_rows(every, metrics, modes)
             return True
-        self._seen[new["trial_id"]] = new["state"]
+        if not is_step(new):   # a chain's step is a point on the front, not a trial
+            self._seen[new["trial_id"]] = new["state"]
         old = [r for r in self._front if r["trial_id"] != new["trial_id"]]
         front = pareto.front_rows([*old, new], metrics, modes)
         changed = len(old) != len(self._front) or [r["trial_id"] for r in front] != [r["trial_id"] for r in old]

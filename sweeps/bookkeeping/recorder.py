@@ -16,8 +16,8 @@ from ray.tune import Callback
 
 from sweeps.bookkeeping.front import FrontRefresh
 from sweeps.bookkeeping.run_log import RunLog
-from sweeps.bookkeeping.trial_rows import TrialRows
-from sweeps.records.folder import MLFLOW_PENDING, TRIALS
+from sweeps.bookkeeping.trial_rows import TrialRows, step_row
+from sweeps.records.folder import MLFLOW_PENDING, STEPS, TRIALS
 from sweeps.records.requeue import identity, trial_params
 from sweeps.space.search_space import SearchSpace
 
@@ -31,6 +31,7 @@ class SweepRecorder(Callback):
         self.space = space
         self.runs = RunLog(tracking_uri, out / MLFLOW_PENDING, experiment_id, parent_run_id, space.name)
         self.results = TrialRows(out / TRIALS)
+        self.steps = TrialRows(out / STEPS)   # a chain's finished steps but its last: front points of their own
         self.front = FrontRefresh(space, out, parent_run_id, optuna_storage)
 
     def __setstate__(self, state: dict) -> None:
@@ -39,6 +40,12 @@ class SweepRecorder(Callback):
                           state["parent_run_id"], state["optuna_storage"])
             return
         self.__dict__.update(state)
+        if "steps" not in state:   # pickled before chains
+            self.steps = TrialRows(self.results.path.with_name(STEPS))
+
+    def points(self) -> list[dict]:
+        """The front's candidates: every trial's row and every chain step's."""
+        return self.results.rows() + self.steps.rows()
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self.runs.replay(self.results.set_run_id)
@@ -51,7 +58,12 @@ class SweepRecorder(Callback):
         # After a driver crash the trial continues from this checkpoint and never reports the
         # epochs before it again: they must be in MLflow (or the pending file) before Ray's
         # experiment snapshot names the checkpoint. Ray calls this after on_trial_result.
-        self.runs.flush(_id(trial), trial_params(trial.config))
+        run_id = self.runs.flush(_id(trial), trial_params(trial.config))
+        result = trial.last_result or {}
+        if result.get("step_end") and result.get("epoch", 0) < self.space.epochs:   # a chain's step, not its last
+            row = step_row(_id(trial), trial, result, checkpoint.path, run_id)
+            self.steps.record_row(row)
+            self.front.refresh(self.points, self.runs.mlflow, new=row)
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self.runs.replay(self.results.set_run_id)
@@ -66,7 +78,8 @@ class SweepRecorder(Callback):
         # FINAL_WAIT_S to come back before settling for the pending file.
         self.runs.settle(self.results.set_run_id)
         self.results.flush()
-        self.front.refresh(self.results.rows, self.runs.mlflow, final=True)
+        self.steps.flush()
+        self.front.refresh(self.points, self.runs.mlflow, final=True)
         self.runs.report_unsent()
 
     def _finish(self, trial, state: str, error: str | None = None) -> None:
@@ -76,7 +89,7 @@ class SweepRecorder(Callback):
         # written leaves a finished Optuna trial that recovery has to rebuild the row of.
         self.results.record(trial_id, trial, state, run_id, error)
         self.runs.finish(trial_id, config, state, error)
-        self.front.refresh(self.results.rows, self.runs.mlflow, new=self.results.table.row(trial_id))
+        self.front.refresh(self.points, self.runs.mlflow, new=self.results.table.row(trial_id))
 
 
 def _id(trial) -> str:

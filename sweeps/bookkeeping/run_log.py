@@ -1,6 +1,7 @@
 """The sweep's MLflow child runs: one per trial, under the sweep's parent run.
 
-Params are the resolved config, per-epoch metrics go in batches, state and status come at the end.
+Params are the resolved config, per-epoch metrics go in batches (a chain's with the step each epoch is in,
+`chain_step`), state and status come at the end.
 A metric's last value is the trial's result (the runs table shows it), so no `final_*` copies are
 logged. After a driver crash a trial's run is found again by its tag, never created twice; a run
 the tracking server could not create while it was down is created, with all its metrics, when it
@@ -83,7 +84,7 @@ class RunLog:
             return
         timestamp = int(time.time() * 1000)
         buffer = self._buffers.setdefault(trial_id, [])
-        buffer += [(k, float(result[k]), timestamp, epoch) for k in reported_metrics() if k in result]
+        buffer += [(k, float(result[k]), timestamp, epoch) for k in (*reported_metrics(), "chain_step") if k in result]
         self._logged_epoch[trial_id] = epoch
         if len(buffer) >= FLUSH_EVERY:
             self.flush(trial_id, config)

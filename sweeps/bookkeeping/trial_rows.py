@@ -34,6 +34,9 @@ class TrialRows:
     def record(self, trial_id: str, trial, state: str, run_id: str | None, error: str | None) -> None:
         self.table.upsert(trial_row(trial_id, trial, state, run_id, error))
 
+    def record_row(self, row: dict) -> None:
+        self.table.upsert(row)
+
     def set_run_id(self, trial_id: str, run_id: str) -> None:
         """The child run of a trial whose run was created late (the tracking server was down)."""
         row = self.table.row(trial_id)
@@ -54,13 +57,32 @@ def config_columns(config: dict) -> dict:
 
 def trial_row(trial_id: str, trial, state: str, run_id: str | None, error: str | None) -> dict:
     """A Ray trial's row: its config as config.* columns, its last metrics, where it ran and how it ended."""
-    last = trial.last_result or {}
+    return _row(trial_id, trial_id, trial_params(trial.config), trial.last_result or {}, state, run_id,
+                trial.checkpoint.path if trial.checkpoint else None, error)
+
+
+def step_row(trial_id: str, trial, result: dict, checkpoint_path: str, run_id: str | None) -> dict:
+    """A chain step's row (but the last's, which is the trial's own): a front point with the step's model, and a
+    config that trains exactly to it (the chain cut after the step)."""
+    step, config = result["chain_step"], trial_params(trial.config)
+    config = {**config, "chain": list(config["chain"])[:step]}
+    return _row(step_id(trial_id, step), trial_id, config, result, "COMPLETE", run_id, checkpoint_path, None)
+
+
+def step_id(trial_id: str, step: int) -> str:
+    """A chain step's id in the tables: its trial's, and the step."""
+    return f"{trial_id}-s{step}"
+
+
+def _row(row_id: str, trial_id: str, config: dict, result: dict, state: str, run_id: str | None,
+         checkpoint_path: str | None, error: str | None) -> dict:
+    chain = {"chain_of": trial_id, "chain_step": result["chain_step"]} if "chain_step" in result else {}
     return {
-        "trial_id": trial_id, "state": state,
-        **config_columns(trial_params(trial.config)),
-        **{k: last.get(k) for k in reported_metrics()},
-        "epochs": last.get("epoch"), "train_seconds": last.get("time_total_s"),
-        **{k: last.get(k) for k in PLACEMENT},
-        "mlflow_run_id": run_id, "checkpoint_path": trial.checkpoint.path if trial.checkpoint else None,
+        "trial_id": row_id, "state": state,
+        **config_columns(config),
+        **{k: result.get(k) for k in reported_metrics()},
+        "epochs": result.get("epoch"), "train_seconds": result.get("time_total_s"),
+        **{k: result.get(k) for k in PLACEMENT}, **chain,
+        "mlflow_run_id": run_id, "checkpoint_path": checkpoint_path,
         "error": error, "finished_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -27,7 +27,7 @@ from sweeps.execution import ray_patches, ray_session, recovery
 from sweeps.execution.code_dir import runtime_env
 from sweeps.execution.reconcile import ORPHANED, reconcile
 from sweeps.execution.storage import check_shared, default_storage, ensure_local
-from sweeps.execution.trial import run_trial
+from sweeps.execution.trial import CHAIN_KEEP, run_trial
 from sweeps.records.folder import MLFLOW_ARTIFACTS, MLFLOW_PENDING, OPTUNA_DB, TRIALS
 from sweeps.records.lock import LOCK_FILE, SweepLock
 from sweeps.records.mlflow_client import ResilientClient, check_reachable, default_tracking_uri
@@ -303,10 +303,19 @@ def make_tuner(space: SearchSpace, state: SweepState, options: SweepOptions, tra
         run_config=tune.RunConfig(
             name=state.ray_experiment, storage_path=state.storage, callbacks=[recorder], verbose=options.verbose,
             progress_reporter=make_reporter(space),
-            # Two, so the checkpoint named by the latest snapshot still exists after a crash.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            checkpoint_config=checkpoint_config(space),
             failure_config=tune.FailureConfig(max_failures=options.max_failures)),
     )
+
+
+def checkpoint_config(space: SearchSpace) -> tune.CheckpointConfig:
+    """Two, so the checkpoint named by the latest snapshot still exists after a crash; and a chain's every step,
+    each a model that `best` and `export` may pick (ranked by the score its trial reports, sweeps.execution.trial)."""
+    plan = space.chain_plan
+    if plan is None:
+        return tune.CheckpointConfig(num_to_keep=2)
+    return tune.CheckpointConfig(num_to_keep=len(plan.densities) + 2, checkpoint_score_attribute=CHAIN_KEEP,
+                                 checkpoint_score_order="max")
 
 
 def close_orphans(space: SearchSpace, state: SweepState) -> None:

@@ -19,6 +19,7 @@ from sweeps.space.search_space import SearchSpace
 from weightmom.training import TrainResult, train
 
 TRAINING_STATE_FILE = "state.pt"   # the full training state: what a retried or resumed trial continues from
+CHAIN_KEEP = "chain_keep"   # a chain's checkpoint score: step k's end scores k + 1, any other 0
 FINAL_RESULT_FILE = "final.json"   # in the last checkpoint only: the result a restored finished trial reports again
 # A dense training state is several times the sparse model; on a GPU sweep writing it to shared
 # storage every epoch would cost more than it saves. Tests set this to 0.
@@ -47,7 +48,10 @@ def run_trial(config: dict, space: SearchSpace) -> None:
         nonlocal last_checkpoint
         metrics |= placement | {"num_classes": result.num_classes}
         final = metrics["epoch"] == train_config.total_epochs
-        if not final and time.monotonic() - last_checkpoint < CHECKPOINT_EVERY_S:
+        step_end = bool(metrics.get("step_end"))   # a chain's step: its model is a front point of its own
+        if "chain_step" in metrics:   # Ray keeps the checkpoints that score highest: every step's, and the latest
+            metrics[CHAIN_KEEP] = metrics["chain_step"] + 1 if step_end else 0
+        if not (final or step_end) and time.monotonic() - last_checkpoint < CHECKPOINT_EVERY_S:
             tune.report(metrics)
             return
         with tempfile.TemporaryDirectory() as folder:

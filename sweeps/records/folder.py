@@ -12,6 +12,7 @@ SPACE_COPY = "space.yaml"             # the space the sweep ran: `pareto` and `b
 LOCK = ".sweep.lock"                  # one driver per folder (records/lock.py)
 TRIALS = "trials.parquet"             # one row per finished trial
 TRIALS_JOURNAL = "trials.journal.jsonl"   # rows not yet in TRIALS, one JSON line each (results.journal_path)
+STEPS = "steps.parquet"               # one row per finished chain step but a trial's last (its row is in TRIALS)
 FRONT = "pareto.parquet"              # the Pareto front's rows
 PLOTS = "plots"                       # PNG and HTML plots, FRONT_TEXT, the method table's plot
 FRONT_TEXT = "front.txt"              # in PLOTS: the front as `weightmom pareto` prints it

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sweeps.records.folder import TRIALS
+from sweeps.records.folder import STEPS, TRIALS
 from weightmom.errors import UsageError, require
 from weightmom.files import atomic_write
 
@@ -106,14 +106,33 @@ def sweep_rows(folder: str | Path, required: bool = True) -> list[dict]:
     UsageError naming trials.parquet, or [] when not `required`.
     """
     path = Path(folder) / TRIALS
+    table = _settled_table(path)
+    require(not required or len(table) > 0 or path.is_file() or table.journal.is_file(),
+            f"{path}: no such results file")
+    return table.rows()
+
+
+def sweep_points(folder: str | Path, required: bool = True) -> list[dict]:
+    """Every front candidate of a sweep folder: each trial's row (`sweep_rows`) and each finished step of a chain
+    but its last (steps.parquet, its journal replayed the same way): what `pareto`, `best` and `export` choose
+    from. Count trials with `sweep_rows`."""
+    steps = Path(folder) / STEPS
+    return sweep_rows(folder, required) + _settled_table(steps).rows()
+
+
+def is_step(row: dict) -> bool:
+    """Whether a row is a chain step's of steps.parquet (a trial's own row is its trial's)."""
+    return row.get("chain_of") not in (None, row.get("trial_id"))
+
+
+def _settled_table(path: Path) -> ResultsTable:
+    """The table at `path` with its journal, read again when a rewrite changed the file under the read."""
     for _ in range(5):
         before = _identity(path)
         table = ResultsTable(path)
         if _identity(path) == before:
             break
-    require(not required or len(table) > 0 or path.is_file() or table.journal.is_file(),
-            f"{path}: no such results file")
-    return table.rows()
+    return table
 
 
 def _identity(path: Path) -> tuple[int, int] | None:

@@ -80,9 +80,10 @@ class Rungs:
     eta: float
     recorded: dict[int, dict[str, Point]] = field(default_factory=dict)
     promotion: str = "top"   # a key of PROMOTIONS (a class default too: Rungs pickled before it existed)
+    at: tuple[int, ...] = ()   # the milestones, when not ASHA's (a chain's step ends)
 
     def __post_init__(self) -> None:
-        for milestone in milestones(self.grace_period, self.max_t, self.eta):
+        for milestone in self.at or milestones(self.grace_period, self.max_t, self.eta):
             self.recorded.setdefault(milestone, {})
 
     def due(self, trial_id: str, t: float) -> int | None:
@@ -113,14 +114,15 @@ class MOASHAScheduler(LiveTrialsFirst, FIFOScheduler):
 
     def __init__(self, metrics: Sequence[str], modes: Sequence[str], time_attr: str = "epoch", max_t: int = 100,
                  grace_period: int = 1, reduction_factor: float = 3.0,
-                 final_values: Mapping[str, Callable[[dict], float]] | None = None, promotion: str = "top") -> None:
+                 final_values: Mapping[str, Callable[[dict], float]] | None = None, promotion: str = "top",
+                 rungs_at: Sequence[int] = ()) -> None:
         super().__init__()
         if len(metrics) != len(modes) or not metrics or any(m not in ("max", "min") for m in modes):
             raise ValueError("MOASHAScheduler needs one mode (max or min) per metric")
         self._metrics, self._signs = list(metrics), [1.0 if m == "max" else -1.0 for m in modes]
         self._final_values = dict(final_values or {})
         self._time_attr = time_attr
-        self._rungs = Rungs(grace_period, max_t, reduction_factor, promotion=promotion)
+        self._rungs = Rungs(grace_period, max_t, reduction_factor, promotion=promotion, at=tuple(rungs_at))
         self._stopped = 0
 
     def set_search_properties(self, metric, mode, **spec) -> bool:

@@ -37,8 +37,12 @@ def make_scheduler(space: SearchSpace):
     grace = min(space.early_stopping.grace_period, space.epochs)
     # Our own epoch counter: Ray's training_iteration keeps counting across a restarted trial.
     if len(space.objectives) >= 2:
+        # A chain is judged at its step ends, each on what it measured there (a step ends at its exact density).
+        plan = space.chain_plan
+        at = [plan.step_end(k) for k in range(len(plan.densities) - 1)] if plan else []
         return MOASHAScheduler(space.metrics, space.modes, time_attr="epoch", max_t=space.epochs, grace_period=grace,
                                reduction_factor=space.early_stopping.reduction_factor,
-                               final_values=target_readers(space), promotion=space.early_stopping.promotion)
+                               final_values={} if plan else target_readers(space),
+                               promotion=space.early_stopping.promotion, rungs_at=at)
     return LiveASHAScheduler(metric=first.metric, mode=first.mode, time_attr="epoch", max_t=space.epochs,
                              grace_period=grace, reduction_factor=space.early_stopping.reduction_factor)

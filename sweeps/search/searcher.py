@@ -31,6 +31,7 @@ RAY_TRIAL_ID = "ray_trial_id"        # Optuna user attr: the Ray trial that ran 
 RAY_TRIAL_LATEST = "ray_trial_latest"    # Optuna user attr: the Ray trial that runs it again after a recovery
 RESUME_CHECKPOINT = "resume_checkpoint"  # Optuna user attr, set by recovery: where a re-queued trial continues
 _LIVE_TRIALS = "_live_trial_ids"   # in a slim snapshot: Ray trial id -> Optuna storage id, for unfinished trials
+CHAIN_OF, CHAIN_STEP = "chain_of", "chain_step"   # Optuna user attrs of a chain step's own trial (not of the budget)
 
 
 class BudgetAwareOptunaSearch(OptunaSearch):
@@ -70,13 +71,14 @@ class BudgetAwareOptunaSearch(OptunaSearch):
             return False
         started = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
                    optuna.trial.TrialState.FAIL)
-        return len(self._ot_study.get_trials(deepcopy=False, states=started)) >= self.trials
+        trials = self._ot_study.get_trials(deepcopy=False, states=started)
+        return sum(CHAIN_OF not in t.user_attrs for t in trials) >= self.trials
 
     def save(self, checkpoint_path: str) -> None:
         """Ray snapshots the searcher every few seconds. OptunaSearch pickles its whole study (the storage's cache
         of every trial) and an Optuna Trial for every trial ever run: a snapshot that grew with the sweep, 40% of
         the driver's time at 5,000 trials. The study lives in its own storage, so the snapshot keeps ids only."""
-        state = {k: v for k, v in self.__dict__.items() if k not in ("_ot_study", "_ot_trials")}
+        state = {k: v for k, v in self.__dict__.items() if k not in ("_ot_study", "_ot_trials", "_steps_told")}
         state[_LIVE_TRIALS] = {ray_id: trial._trial_id for ray_id, trial in self._ot_trials.items()}
         with open(checkpoint_path, "wb") as file:
             pickle.dump(state, file)
@@ -91,6 +93,34 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         known = {trial.number for trial in self._ot_trials.values()}
         self.adopt([t for t in self._ot_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
                     if t.number not in known])
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if result.get("step_end") and result.get(self.budget_key, 0) < self.budget:   # a chain's step, not its last
+            self._tell_step(trial_id, result)
+        super().on_trial_result(trial_id, result)
+
+    def _tell_step(self, trial_id: str, result: dict) -> None:
+        """A chain's finished step enters the study as a trial of its own (its trial's params, the step's values),
+        so the sampler learns from every step. Once per (trial, step): a trial resumed from an earlier
+        checkpoint reports the step again."""
+        trial = self._ot_trials.get(trial_id)
+        metrics = self._metric if isinstance(self._metric, list) else [self._metric]
+        if trial is None or not all(isinstance(result.get(m), (int, float)) for m in metrics):
+            return
+        key = (trial.user_attrs.get(RAY_TRIAL_ID, trial_id), int(result["chain_step"]))
+        if key in self._told_steps():
+            return
+        self._ot_study.add_trial(optuna.trial.create_trial(
+            params=trial.params, distributions=trial.distributions, values=[float(result[m]) for m in metrics],
+            user_attrs={CHAIN_OF: key[0], CHAIN_STEP: key[1]}))
+        self._steps_told.add(key)
+
+    def _told_steps(self) -> set[tuple[str, int]]:
+        """The chain steps in the study; read from it once per driver (the snapshot leaves them out)."""
+        if getattr(self, "_steps_told", None) is None:
+            self._steps_told = {(t.user_attrs[CHAIN_OF], t.user_attrs[CHAIN_STEP])
+                                for t in self._ot_study.get_trials(deepcopy=False) if CHAIN_OF in t.user_attrs}
+        return self._steps_told
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         trial = self._ot_trials.get(trial_id)

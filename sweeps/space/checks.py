@@ -13,6 +13,7 @@ from typing import Any
 
 from sweeps.space.schema import CategoricalParam, FixedParam, FloatParam, Invalid, NumericParam, Param, RawSpace
 from weightmom import contract
+from weightmom.chain import CHAIN_METHODS
 from weightmom.errors import UsageError
 
 AUTO_EARLY_STOPPING_EPOCHS = 6   # below this, ASHA has too few rungs to be worth its noise
@@ -286,3 +287,25 @@ def resolve_early_stopping(raw: RawSpace, fixed: dict, final_epochs: list[float 
         raise Invalid(f"early_stopping.grace_period: expected at least {pruning_done} (the epoch from which every "
                       f"trial has its final density), so trials are compared at their final density; got {grace}")
     return bool(enabled), grace
+
+
+def chain_fixed(raw: RawSpace, fixed: dict, methods: list[str]) -> dict:
+    """The keys a space's `chain` section gives every trial (weightmom.chain); {} without one. The chain walks its
+    own densities, so neither `density` nor the chain's own keys may be set elsewhere."""
+    keys = contract.CHAIN_KEYS if raw.chain is None else ("density", *contract.CHAIN_KEYS)
+    for key in keys:
+        where = f"fixed.{key}" if key in fixed else f"params.{key}" if key in raw.params else None
+        if where is not None:
+            hint = "a chain walks its own densities (chain.densities)" if raw.chain else "set a chain in `chain:`"
+            raise Invalid(f"{where}: {hint}; remove {key}")
+    if raw.chain is None:
+        return {}
+    densities = raw.chain.densities
+    cannot = [m for m in methods if m not in CHAIN_METHODS]
+    if cannot:
+        raise Invalid(f"chain: method {', '.join(cannot)} cannot chain; a chain needs {' or '.join(CHAIN_METHODS)} "
+                      "(they prune further from where they are)")
+    if any(not 0 < d <= 1 for d in densities) or any(a <= b for a, b in zip(densities, densities[1:])):
+        raise Invalid(f"chain.densities: expected densities in (0, 1] going down, densest first, got {densities}")
+    return {"density": densities[0], "chain": list(densities[1:]), "chain_epochs": raw.chain.epochs_per_step,
+            "chain_lr": raw.chain.lr_scale}

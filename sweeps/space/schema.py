@@ -145,6 +145,14 @@ class _EarlyStoppingRaw(_Schema):
     promotion: PromotionName = DEFAULT_PROMOTION   # MO-ASHA's rule at a rung (sweeps/search/moasha.py)
 
 
+class _ChainRaw(_Schema):
+    """Each trial walks down `densities` (weightmom.chain): every step's end is a front point of its own."""
+
+    densities: list[StrictFloat] = Field(min_length=2)   # densest first: the first is every trial's density
+    epochs_per_step: StrictInt = Field(3, ge=1)          # after `fixed.epochs` to the first density
+    lr_scale: StrictFloat = Field(0.3, gt=0, le=1)       # each further step's peak lr, as a fraction of lr
+
+
 class RawSpace(_Schema):
     name: str | None = None
     description: str = ""
@@ -158,6 +166,7 @@ class RawSpace(_Schema):
     fixed: dict[str, Any] = {}
     params: dict[str, ParamSpec]
     start_points: list[dict[str, Any]] = []
+    chain: _ChainRaw | None = None
 
     @pydantic.field_validator("early_stopping", mode="before")
     @classmethod
@@ -194,7 +203,8 @@ def pydantic_message(err: pydantic.ValidationError) -> str:
     """The first pydantic error as `key.path: expected ..., got ...` (tags of the param union dropped)."""
     first, more = err.errors()[0], len(err.errors()) - 1
     loc = list(first["loc"])
-    model = {"resources": _ResourcesRaw, "early_stopping": _EarlyStoppingRaw, "objectives": _ObjectiveRaw}.get(
+    model = {"resources": _ResourcesRaw, "early_stopping": _EarlyStoppingRaw, "objectives": _ObjectiveRaw,
+             "chain": _ChainRaw}.get(
         loc[0] if len(loc) > 1 else None, RawSpace)
     if loc[:1] == ["params"] and len(loc) > 2:
         model = _PARAM_TYPES[loc.pop(2)]

@@ -19,6 +19,7 @@ import pydantic
 
 import search_spaces
 from sweeps.space.checks import (
+    chain_fixed,
     check_fixed,
     check_frontier,
     check_objectives,
@@ -43,6 +44,7 @@ from sweeps.space.schema import (
     read_space_file,
 )
 from weightmom import contract
+from weightmom.chain import ChainPlan, plan_of
 from weightmom.contract import TrainConfig
 from weightmom.errors import UsageError
 
@@ -102,12 +104,26 @@ class SearchSpace:
 
     @property
     def epochs(self) -> int:
-        """The budget: fixed epochs, else a searched epochs' upper bound, else TrainConfig's default."""
+        """The budget: fixed epochs, else a searched epochs' upper bound, else TrainConfig's default; a chain's
+        further steps on top."""
+        return self.first_step_epochs + self.fixed.get("chain_epochs", 0) * len(self.fixed.get("chain", ()))
+
+    @property
+    def first_step_epochs(self) -> int:
+        """The epochs a trial trains to its density (all of them, but for a chain's further steps)."""
         if "epochs" in self.fixed:
             return int(self.fixed["epochs"])
         if "epochs" in self.params:
             return int(max(v for _, v in self.params["epochs"].samples()))
         return contract.default_value("epochs")
+
+    @property
+    def chain_plan(self) -> ChainPlan | None:
+        """When each step of the space's chain ends (None: its trials are no chains)."""
+        if not self.fixed.get("chain"):
+            return None
+        densities = (self.fixed["density"], *self.fixed["chain"])
+        return plan_of(densities, self.first_step_epochs, self.fixed["chain_epochs"])
 
     def define_by_run(self, trial: optuna.Trial) -> dict:
         """Suggest the params in order, skipping those whose `when` fails; return the constants.
@@ -144,7 +160,8 @@ class SearchSpace:
         drop = {"epochs", *contract.SCHEDULE_KNOBS}   # counted in epochs of the real budget
         return dataclasses.replace(
             self, trials=min(self.trials, 2),
-            fixed={**{k: v for k, v in self.fixed.items() if k not in drop}, "epochs": 1},
+            fixed={**{k: v for k, v in self.fixed.items() if k not in drop}, "epochs": 1,
+                   **({"chain_epochs": 1} if "chain" in self.fixed else {})},
             params={k: v for k, v in self.params.items() if k not in drop},
             start_points=tuple({k: v for k, v in p.items() if k not in drop} for p in self.start_points),
             early_stopping=dataclasses.replace(self.early_stopping, enabled=False))
@@ -180,6 +197,7 @@ def _label(path: Path) -> str:
 
 def _compile(raw: RawSpace, path: Path, import_code: bool) -> SearchSpace:
     fixed = flatten_fixed(raw.fixed)
+    fixed |= chain_fixed(raw, fixed, possible_methods(raw, fixed))
     if isinstance(fixed.get("data_dir"), str) and "://" not in fixed["data_dir"]:
         # Trials run in Ray workers with another working directory: a relative folder means the driver's.
         # A URI (s3://, file://) stays as written: each node copies it once (weightmom.data.node_copy).
