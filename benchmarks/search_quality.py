@@ -7,9 +7,14 @@ Run mode: real sweeps, paired. For each repeat r (seed r on both sides), the spa
 early stopping: MO-ASHA with two objectives) and random search without early stopping each spend B epochs
 (default: 40 full-budget trials' worth). The front at B is the COMPLETE trials whose last epoch was logged before
 the B-th epoch of the sweep, in the order MLflow logged them: the default sweep gets enough trials to spend B.
+With --challenger SPACE, that space as shipped (its sampler, its early stopping) replaces random search, with
+enough trials to spend B too; a chain's every step end is a point, on the front at B if its epoch was logged
+before the B-th.
 
     python benchmarks/search_quality.py run --space digits-wide --repeats 20 \
         --json benchmarks/data/digits-wide-real.json      # --resume: keep the pairs the JSON holds, run the rest
+    python benchmarks/search_quality.py run --space digits-wide --challenger digits-wide-chain --repeats 20 \
+        --json benchmarks/data/digits-wide-real-chain.json
 
 Replay mode: every sampler x scheduler arm on a recorded table (benchmarks/replay.py), R repeats each, at
 equal compute in epochs; prints and writes (--json) per arm the median hypervolume at the budget and
@@ -42,32 +47,42 @@ import proxy
 import ray
 import replay
 
-from sweeps import SweepOptions, accuracy_density_hypervolume, load_space, run_sweep, sweep_rows
+from sweeps import SweepOptions, accuracy_density_hypervolume, load_space, run_sweep
 from sweeps.records.folder import MLFLOW_DB
+from sweeps.records.results import sweep_points
 from weightmom.errors import UsageError
 
 DEFAULT_ARM = "frontier+undominated"   # chosen on the replay evidence: docs/search.md
 
 
 def hypervolume_at(folder: Path, budget: int, chance: float) -> tuple[float, int]:
-    """The front's hypervolume once the sweep in `folder` had spent `budget` epochs, and the epochs it spent."""
+    """The front's hypervolume once the sweep in `folder` had spent `budget` epochs, and the epochs it spent.
+
+    A point (a trial's row or a chain step's, COMPLETE) counts when its run had logged val_accuracy at the point's
+    epoch before the sweep's `budget`-th logged epoch."""
     with sqlite3.connect(folder / MLFLOW_DB) as db:
         events = db.execute("SELECT run_uuid, step, timestamp FROM metrics WHERE key = 'val_accuracy' "
                             "ORDER BY timestamp, step").fetchall()
     cutoff = events[budget - 1][2] if len(events) >= budget else math.inf
-    rows = pd.DataFrame(sweep_rows(folder))
-    done = {run for run, step, stamp in events if stamp <= cutoff and step == int(rows["epochs"].max())}
-    front = rows[(rows["state"] == "COMPLETE") & rows["mlflow_run_id"].isin(done)]
+    logged = {(run, step) for run, step, stamp in events if stamp <= cutoff}
+    points = pd.DataFrame(sweep_points(folder))
+    points = points[points["state"] == "COMPLETE"]
+    front = points[[(run, int(epochs)) in logged for run, epochs in zip(points["mlflow_run_id"], points["epochs"])]]
     return accuracy_density_hypervolume(list(zip(front["val_accuracy"], front["density"])), chance), len(events)
 
 
-def run_pair(folder: Path, space_name: str, seed: int, budget: int) -> dict:
-    """One repeat: the shipped space (enough trials to spend `budget`) and random search without early stopping."""
+def run_pair(folder: Path, space_name: str, seed: int, budget: int, challenger: str | None = None) -> dict:
+    """One repeat: the shipped space (enough trials to spend `budget`) and random search without early stopping,
+    or, given, the `challenger` space as shipped (enough trials to spend `budget` too)."""
     shipped = load_space(space_name)
-    arms = {DEFAULT_ARM: dataclasses.replace(shipped, name=f"default-{seed}", trials=4 * budget // shipped.epochs),
-            "random+fifo": dataclasses.replace(
-                shipped, name=f"random-{seed}", sampler="random", trials=budget // shipped.epochs,
-                early_stopping=dataclasses.replace(shipped.early_stopping, enabled=False))}
+    arms = {DEFAULT_ARM: dataclasses.replace(shipped, name=f"default-{seed}", trials=4 * budget // shipped.epochs)}
+    if challenger:
+        other = load_space(challenger)
+        arms[challenger] = dataclasses.replace(other, name=f"challenger-{seed}", trials=4 * budget // other.epochs)
+    else:
+        arms["random+fifo"] = dataclasses.replace(
+            shipped, name=f"random-{seed}", sampler="random", trials=budget // shipped.epochs,
+            early_stopping=dataclasses.replace(shipped.early_stopping, enabled=False))
     out = {"seed": seed}
     for arm, space in arms.items():
         started = time.perf_counter()
@@ -77,24 +92,37 @@ def run_pair(folder: Path, space_name: str, seed: int, budget: int) -> dict:
     return out
 
 
-def paired_summary(pairs: list[dict], rng: np.random.Generator) -> dict:
-    default, random = (np.array([p[a]["hv"] for p in pairs]) for a in (DEFAULT_ARM, "random+fifo"))
-    diff = default - random
-    return {"repeats": len(pairs), "default": DEFAULT_ARM, "wins": int((diff > 0).sum()),
-            **{f"{name}_hv": {"median": float(np.median(v)), "ci": bootstrap_median(v, rng),
-                              "iqr": [float(np.percentile(v, 25)), float(np.percentile(v, 75))]}
-               for name, v in (("default", default), ("random", random))},
+def paired_summary(pairs: list[dict], rng: np.random.Generator, challenger: str | None = None) -> dict:
+    """Wins of the default, the paired difference (default - other) and per arm its hv, wall time and epochs."""
+    arms = {"default": DEFAULT_ARM, "challenger": challenger} if challenger else {"default": DEFAULT_ARM,
+                                                                                   "random": "random+fifo"}
+    default, other = (np.array([p[a]["hv"] for p in pairs]) for a in arms.values())
+    diff = default - other
+    per_arm = {}
+    for label, arm in arms.items():
+        v = np.array([p[arm]["hv"] for p in pairs])
+        per_arm[f"{label}_hv"] = {"median": float(np.median(v)), "ci": bootstrap_median(v, rng),
+                                  "iqr": [float(np.percentile(v, 25)), float(np.percentile(v, 75))]}
+        if challenger:
+            per_arm[f"{label}_wall_s_median"] = float(np.median([p[arm]["wall_s"] for p in pairs]))
+            per_arm[f"{label}_epochs_logged_range"] = [min(p[arm]["epochs_logged"] for p in pairs),
+                                                       max(p[arm]["epochs_logged"] for p in pairs)]
+    named = {"default": DEFAULT_ARM, **({"challenger": challenger} if challenger else {})}
+    return {"repeats": len(pairs), **named, "wins": int((diff > 0).sum()), **per_arm,
             "paired_difference": {"median": float(np.median(diff)), "ci": bootstrap_median(diff, rng)}}
 
 
-def resumed_pairs(path: Path | None, space: str, budget: int) -> list[dict]:
-    """The pairs an earlier run of the same space, budget and default wrote to `path` (seeds 0, 1, ... in order)."""
+def resumed_pairs(path: Path | None, space: str, budget: int, challenger: str | None = None) -> list[dict]:
+    """The pairs an earlier run of the same space, budget, default and challenger wrote to `path` (seeds 0, 1, ...
+    in order)."""
     if path is None or not path.is_file():
         raise UsageError(f"--resume needs the --json file of an earlier run; there is none at {path}")
     earlier = json.loads(path.read_text())
-    if (earlier.get("space"), earlier.get("budget_epochs"), earlier.get("default")) != (space, budget, DEFAULT_ARM):
+    if ((earlier.get("space"), earlier.get("budget_epochs"), earlier.get("default"), earlier.get("challenger"))
+            != (space, budget, DEFAULT_ARM, challenger)):
         raise UsageError(f"{path} holds another run (space {earlier.get('space')}, budget "
-                         f"{earlier.get('budget_epochs')}, default {earlier.get('default')}): not resumed")
+                         f"{earlier.get('budget_epochs')}, default {earlier.get('default')}, challenger "
+                         f"{earlier.get('challenger')}): not resumed")
     return earlier["pairs"]
 
 
@@ -105,23 +133,30 @@ def run_main(argv: list[str]) -> int:
     parser.add_argument("--budget-epochs", type=int, help="default: 40 full-budget trials' worth")
     parser.add_argument("--json", type=Path, help="written after every repeat")
     parser.add_argument("--resume", action="store_true", help="keep the pairs already in --json, run the rest")
+    parser.add_argument("--challenger", help="a space run as shipped instead of random+fifo")
     args = parser.parse_args(argv)
     budget = args.budget_epochs or 40 * load_space(args.space).epochs
-    pairs = resumed_pairs(args.json, args.space, budget) if args.resume else []
+    if args.challenger:
+        load_space(args.challenger)   # a wrong name fails now, not after the first sweep
+    other = args.challenger or "random+fifo"
+    pairs = resumed_pairs(args.json, args.space, budget, args.challenger) if args.resume else []
     logging.getLogger("ray").setLevel(logging.ERROR)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         for seed in range(len(pairs), args.repeats):
-            pairs.append(run_pair(Path(tmp), args.space, seed, budget))
+            pairs.append(run_pair(Path(tmp), args.space, seed, budget, args.challenger))
             p = pairs[-1]
-            print(f"repeat {seed}: default {p[DEFAULT_ARM]['hv']:.4f} ({p[DEFAULT_ARM]['wall_s']:.0f} s), random "
-                  f"{p['random+fifo']['hv']:.4f} ({p['random+fifo']['wall_s']:.0f} s)", flush=True)
+            print(f"repeat {seed}: default {p[DEFAULT_ARM]['hv']:.4f} ({p[DEFAULT_ARM]['wall_s']:.0f} s), "
+                  f"{'challenger' if args.challenger else 'random'} {p[other]['hv']:.4f} ({p[other]['wall_s']:.0f} s)"
+                  + (f"; epochs logged {p[DEFAULT_ARM]['epochs_logged']} / {p[other]['epochs_logged']}"
+                     if args.challenger else ""), flush=True)
             if args.json:
-                summary = {**paired_summary(pairs, rng), "space": args.space, "budget_epochs": budget, "pairs": pairs}
+                summary = {**paired_summary(pairs, rng, args.challenger), "space": args.space,
+                           "budget_epochs": budget, "pairs": pairs}
                 args.json.write_text(json.dumps(summary, indent=1))
     ray.shutdown()
-    summary = paired_summary(pairs, rng)
+    summary = paired_summary(pairs, rng, args.challenger)
     print(json.dumps({k: v for k, v in summary.items() if k != "pairs"}, indent=1))
     return 0
 
