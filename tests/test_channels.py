@@ -383,9 +383,11 @@ def test_a_model_that_cannot_be_grouped_is_refused_in_one_line() -> None:
 def test_cli_refuses_an_ungroupable_model_with_exit_2_and_writes_nothing(tmp_path: Path) -> None:
     (tmp_path / "flat.py").write_text(
         "from torch import nn\n\ndef model(input_shape, num_classes):\n"
-        "    return nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.LayerNorm(16), nn.Linear(16, num_classes))\n")
-    out = tmp_path / "metrics.json"
-    result = subprocess.run([sys.executable, "-m", "weightmom", "train", "--dataset", "digits", "--model", "flat:model",
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(3072, 16), nn.LayerNorm(16), nn.Linear(16, num_classes))\n")
+    out, empty = tmp_path / "metrics.json", tmp_path / "no-cifar"
+    empty.mkdir()   # loading it would fail: the refusal must come before any data loads
+    result = subprocess.run([sys.executable, "-m", "weightmom", "train", "--dataset", "cifar10", "--data-dir", str(empty),
+                             "--model", "flat:model",
                              "--method", "weightmom", "--epochs", "1", "--device", "cpu",
                              "--set", "pruner.granularity=channel", "--json", str(out)],
                             cwd=tmp_path, capture_output=True, text=True, timeout=300,

@@ -23,12 +23,13 @@ from tqdm.auto import tqdm
 from weightmom.chain import chain_lr
 from weightmom.config import TrainConfig
 from weightmom.data.datasets import TensorDataset, iterate_batches, normalize, split_validation
-from weightmom.data.sources import Loader, as_tensor_dataset, data_loader
+from weightmom.data.sources import KNOWN_INPUTS, Loader, as_tensor_dataset, data_loader
 from weightmom.data.streaming import StreamingDataset
 from weightmom.errors import TrainingDiverged, UsageError
 from weightmom.metrics import sparsity_report
 from weightmom.models import ModelFactory, check_forward, model_source
 from weightmom.pruning import Pruner, TrainingContext, create_pruner, pruner_config
+from weightmom.pruning.base import check_channel_groups
 from weightmom.train_step import Trainer, autocast
 
 Report = Callable[[dict], None]
@@ -226,6 +227,9 @@ def _setup(config: TrainConfig, model: object, data: object) -> _Run:
     """Seed, data, pruner, model, optimizer, in this order: the runs' bit-reproducibility depends on it."""
     device = resolve_device(config.device)
     config, build_model, load = _sources(config, model, data, device)
+    if config.pruner.get("granularity") == "channel" and config.dataset in KNOWN_INPUTS:
+        shape, classes = KNOWN_INPUTS[config.dataset]
+        check_channel_groups(build_model(shape, classes), torch.zeros(1, *shape))   # before the data loads
     torch.manual_seed(config.seed)
     dataset = split_validation(load().to(device), config.val_fraction, config.split_seed)
     pruner = create_pruner(config.method, pruner_config(config.method, config.target_density, config.pruner))

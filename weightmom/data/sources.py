@@ -30,6 +30,12 @@ def check_dataset_name(name: str) -> None:
             f"unknown dataset {name!r}; choose from: {', '.join(DATASET_NAMES)}, or package.module:loader")
 
 
+# What a built-in dataset's images look like, known without reading them: a check that needs the input (can a
+# model's channels be grouped?) runs before any data loads.
+KNOWN_INPUTS: dict[str, tuple[tuple[int, ...], int]] = {"digits": ((1, 8, 8), 10), "cifar10": ((3, 32, 32), 10),
+                                                        "cifar100": ((3, 32, 32), 100)}
+
+
 def data_loader(name: str, data_dir: str | None = None, image_size: int = 32, loading: str = "auto",
                 device: torch.device | None = None, workers: int | None = None) -> Loader:
     """Resolve the dataset now and load it later: a bad name or loader fails before anything is read.

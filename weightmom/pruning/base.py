@@ -99,8 +99,7 @@ class Pruner:
     def _attach_channels(self, model: nn.Module) -> None:
         """Channel granularity: the model must have groups; the non-weight tensors they touch are masked too."""
         if not self.channels.groups:
-            raise UsageError(f"pruner.granularity channel: the model has no channel group that can be removed "
-                             f"({self.channels.error})")
+            raise UsageError(no_groups(self.channels.error))
         weights = {layer.name for layer in self.layers}
         params = dict(model.named_parameters())
         names = dict.fromkeys(s.name for g in self.channels.groups for s in g.slices if s.name not in weights)
@@ -176,6 +175,19 @@ class Pruner:
 
     def layer_densities(self) -> dict[str, float]:
         return {layer.name: layer.alive / layer.mask.numel() for layer in self.layers}
+
+
+def no_groups(why: str | None) -> str:
+    return f"pruner.granularity channel: the model has no channel group that can be removed ({why})"
+
+
+def check_channel_groups(model: nn.Module, sample_input: torch.Tensor) -> None:
+    """Channel granularity needs a group to remove: a one-line UsageError saying why there is none. Run before
+    the data loads, on an input of the dataset's shape, so a long load is not spent on a run that cannot start."""
+    names = [layer.name for layer in prunable_layers(model, sample_input)]
+    groups = find_channel_groups(model, sample_input, names)
+    if not groups.groups:
+        raise UsageError(no_groups(groups.error))
 
 
 def select_survivors(scores: torch.Tensor, mask: torch.Tensor, keep: int,
