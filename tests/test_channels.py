@@ -386,8 +386,8 @@ def test_cli_refuses_an_ungroupable_model_with_exit_2_and_writes_nothing(tmp_pat
         "    return nn.Sequential(nn.Flatten(), nn.Linear(3072, 16), nn.LayerNorm(16), nn.Linear(16, num_classes))\n")
     out, empty = tmp_path / "metrics.json", tmp_path / "no-cifar"
     empty.mkdir()   # loading it would fail: the refusal must come before any data loads
-    result = subprocess.run([sys.executable, "-m", "weightmom", "train", "--dataset", "cifar10", "--data-dir", str(empty),
-                             "--model", "flat:model",
+    result = subprocess.run([sys.executable, "-m", "weightmom", "train", "--dataset", "cifar10",
+                             "--data-dir", str(empty), "--model", "flat:model",
                              "--method", "weightmom", "--epochs", "1", "--device", "cpu",
                              "--set", "pruner.granularity=channel", "--json", str(out)],
                             cwd=tmp_path, capture_output=True, text=True, timeout=300,
