@@ -99,7 +99,13 @@ def test_every_step_of_a_chain_is_a_point_in_the_books_the_study_and_mlflow(tmp_
         assert point["config.chain"] == GRID[1:step + 1]   # the config that trains exactly to this point
         assert Path(point["checkpoint_path"], "model.pt").is_file()   # every step's model is kept
         assert point["chain_of"] == point["trial_id"].split("-s")[0]
-    assert {p["trial_id"] for p in read_table(out / "pareto.parquet")} <= {p["trial_id"] for p in sweep_points(out)}
+    front = read_table(out / "pareto.parquet")
+    assert {p["trial_id"] for p in front} <= {p["trial_id"] for p in sweep_points(out)}
+    for point in front:   # every front point is a real model: it exports, at the accuracy the books recorded
+        exported = tmp_path / "export" / point["trial_id"]
+        assert main(["export", str(Path(point["checkpoint_path"], "model.pt")), "--out", str(exported),
+                     "--latency-runs", "3"]) == 0
+        assert json.loads((exported / "report.json").read_text())["test_accuracy"] == point["test_accuracy"]
 
     # Optuna learns from every step: one trial of its own per step, apart from the trials of the budget.
     study = study_of(out, "chain-sweep")
@@ -149,3 +155,7 @@ def test_a_driver_killed_mid_chain_resumes_with_each_step_counted_once(tmp_path:
     derived = [t for t in study_of(out, "chain-kill").trials if CHAIN_OF in t.user_attrs]
     told = Counter((t.user_attrs[CHAIN_OF], t.user_attrs[CHAIN_STEP]) for t in derived)
     assert told == Counter({(r["trial_id"], k): 1 for r in rows for k in range(4)})
+    client = MlflowClient(mlflow_server.uri)
+    for row in rows:   # MLflow: every epoch once, so every step's end once
+        epochs = [m.step for m in client.get_metric_history(row["mlflow_run_id"], "chain_step")]
+        assert sorted(epochs) == list(range(1, 13)), row["trial_id"]

@@ -42,7 +42,16 @@ def test_budget_aware_search_reports_pruned_and_failed_truthfully(tmp_path: Path
 def test_sweep_logs_to_a_real_mlflow_server_and_optuna_study(tmp_path: Path, mlflow_server, local_ray,
                                                               capsys) -> None:
     out = tmp_path / "sweep"
-    space = write_space(tmp_path, "server-sweep", trials=6)
+    # Whatever order the trials reach the rung in (the machine's load decides): the first good trial there is
+    # dominated by no recorded point, so it completes (`undominated`); the hopeless trial at 0.3, started after
+    # the good one at 0.1 has its rung point, is dominated by it, so it stops.
+    space = write_space(tmp_path, "server-sweep", trials=6,
+                        early_stopping={"enabled": True, "grace_period": 3, "reduction_factor": 2,
+                                        "promotion": "undominated"},
+                        start_points=[{"method": "weightmom", "density": 0.1, "lr": 0.05},
+                                      {"method": "gmp", "density": 0.2, "lr": 0.0001},
+                                      {"method": "gmp", "density": 0.2, "lr": 0.05},
+                                      {"method": "weightmom", "density": 0.3, "lr": 0.0001}])
     assert main(["sweep", str(space), "--out", str(out), "--tracking-uri", mlflow_server.uri, "--verbose", "0"]) == 0
     assert "Pareto front" in capsys.readouterr().out
 
