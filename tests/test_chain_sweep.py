@@ -102,7 +102,7 @@ def test_every_step_of_a_chain_is_a_point_in_the_books_the_study_and_mlflow(tmp_
     front = read_table(out / "pareto.parquet")
     assert {p["trial_id"] for p in front} <= {p["trial_id"] for p in sweep_points(out)}
     for point in front:   # every front point is a real model: it exports, at the accuracy the books recorded
-        exported = tmp_path / "export" / point["trial_id"]
+        exported = tmp_path / f"export-{point['trial_id']}"
         assert main(["export", str(Path(point["checkpoint_path"], "model.pt")), "--out", str(exported),
                      "--latency-runs", "3"]) == 0
         assert json.loads((exported / "report.json").read_text())["test_accuracy"] == point["test_accuracy"]
