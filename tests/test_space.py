@@ -21,7 +21,7 @@ from weightmom.errors import UsageError
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 SHIPPED = ["baselines", "cifar10-mini-fast", "cifar10-mini-table", "cifar10-mini-wide", "cifar10-resnet56",
-           "cifar10-vgg16", "cifar100-resnet50", "digits-quick", "digits-wide"]
+           "cifar10-vgg16", "cifar100-resnet50", "digits-quick", "digits-wide", "digits-wide-chain"]
 
 # A small valid space; each bad-space test breaks one thing in a copy of it.
 BASE = {

@@ -68,8 +68,10 @@ def config_from_flat(flat: Mapping[str, Any]) -> TrainConfig:
 
 
 def flat_config(config: TrainConfig) -> dict[str, Any]:
-    """The config as flat keys, with the density the run aims for (never None): what a run records."""
-    return flatten(dataclasses.asdict(dataclasses.replace(config, density=config.target_density)))
+    """The config as flat keys, with the density the run aims for (never None), sequences as lists (as YAML and
+    JSON give them back): what a run records."""
+    flat = flatten(dataclasses.asdict(dataclasses.replace(config, density=config.target_density)))
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in flat.items()}
 
 
 def default_value(key: str) -> Any:
