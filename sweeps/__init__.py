@@ -2,9 +2,9 @@
 
 The public API, for a notebook or a benchmark (imported lazily, PEP 562, so `import sweeps` is cheap):
 
-    from sweeps import SweepOptions, load_space, run_sweep, sweep_rows, pick
+    from sweeps import SweepOptions, load_space, run_sweep, sweep_points, pick
     rows = run_sweep(load_space("digits-quick"), SweepOptions(out=Path("runs/nb")))
-    best = pick(sweep_rows("runs/nb"), max_density=0.1)   # trials.parquet and its journal, as the books agree
+    best = pick(sweep_points("runs/nb"), max_density=0.1)   # every trial's row (and chain step's), journals read
 
 The wings, lowest first; a wing imports only from the ones below it (tests/test_layers.py): basis
 (Pareto math, the names of samplers and promotions), space (search spaces as data), records (the sweep
@@ -30,6 +30,7 @@ _EXPORTS = {
     "SearchSpace": "sweeps.space.search_space",
     "read_table": "sweeps.records.results",
     "sweep_rows": "sweeps.records.results",
+    "sweep_points": "sweeps.records.results",
     "load_state": "sweeps.records.state",
     "pick": "sweeps.analysis.best",
     "NothingQualifies": "sweeps.analysis.best",
