@@ -16,6 +16,7 @@ import numpy as np
 
 from sweeps.analysis.html_figure import Tooltips, table_html, write_page
 from sweeps.analysis.pareto import objective_matrix, shown_metrics
+from sweeps.records.results import is_step
 from weightmom.contract import metric
 from weightmom.errors import require
 from weightmom.files import atomic_write
@@ -46,7 +47,8 @@ def _front_line(front: Sequence[dict], metrics: Sequence[str]) -> tuple[list, li
 def _title(rows: Sequence[dict], front: Sequence[dict], quality: str) -> str:
     complete = [row for row in rows if row.get("state") == "COMPLETE"]
     none = " (none above chance)" if complete and not front else ""
-    return f"Pareto front: {len(front)} of {len(complete)} complete trials{none}\n{quality}"
+    what = "complete trials and chain steps" if any(is_step(row) for row in rows) else "complete trials"
+    return f"Pareto front: {len(front)} of {len(complete)} {what}{none}\n{quality}"
 
 
 def _label(name: str, mode: str) -> str:

@@ -108,14 +108,14 @@ class BudgetAwareOptunaSearch(OptunaSearch):
         if trial is None or not all(isinstance(result.get(m), (int, float)) for m in metrics):
             return
         key = (trial.user_attrs.get(RAY_TRIAL_ID, trial_id), int(result["chain_step"]))
-        if key in self._told_steps():
+        if key in self._steps_in_study():
             return
         self._ot_study.add_trial(optuna.trial.create_trial(
             params=trial.params, distributions=trial.distributions, values=[float(result[m]) for m in metrics],
             user_attrs={CHAIN_OF: key[0], CHAIN_STEP: key[1]}))
         self._steps_told.add(key)
 
-    def _told_steps(self) -> set[tuple[str, int]]:
+    def _steps_in_study(self) -> set[tuple[str, int]]:
         """The chain steps in the study; read from it once per driver (the snapshot leaves them out)."""
         if getattr(self, "_steps_told", None) is None:
             self._steps_told = {(t.user_attrs[CHAIN_OF], t.user_attrs[CHAIN_STEP])
