@@ -123,3 +123,18 @@ def test_a_sweep_of_a_torchvision_model_at_a_tiny_budget(tmp_path: Path, monkeyp
     assert len(rows) == 2 and all(r["state"] == "COMPLETE" for r in rows), rows
     assert sorted(round(r["density"], 3) for r in rows) == [0.05, 0.2]
     assert all(r["config.model"] == TORCHVISION for r in rows)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
+def test_a_torchvision_model_is_channel_pruned_slimmed_and_exported_with_parity(shapes: Path, tmp_path: Path,
+                                                                               name: str) -> None:
+    assert train(shapes, tmp_path, f"torchvision.models:{name}", "--set", "pruner.granularity=channel") == 0
+    deploy = tmp_path / "deploy"
+    assert main(["export", str(tmp_path / "m.pt"), "--out", str(deploy), "--latency-runs", "3"]) == 0
+    report = json.loads((deploy / "report.json").read_text())
+    assert report["parity"]["passed"] and report["parity"]["onnxruntime"]["top1_agreement"] == 1.0
+    assert report["test_accuracy"] == json.loads((tmp_path / "m.json").read_text())["test_accuracy"]
+    slim = report["slim"]   # the exported graph is the slim one: whole channels gone, logits as the masked model's
+    assert slim["channels_removed"] and slim["vs_masked"]["passed"] and slim["vs_masked"]["max_abs_logit_diff"] <= 1e-4
+    assert slim["params"] < report["counts"]["params_total"]
