@@ -6,8 +6,8 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
+from tests.test_resume import stopped_and_resumed
 from weightmom import TrainConfig, train
 from weightmom.chain import ChainPlan, chain_lr
 from weightmom.errors import UsageError
@@ -60,21 +60,7 @@ def test_a_chain_ends_each_step_at_its_grid_density(method: str, unit: str) -> N
 
 
 def test_a_chain_resumed_mid_step_ends_as_the_unbroken_one(tmp_path: Path) -> None:
-    config = chain_config()
-    saved = tmp_path / "state.pt"
-
-    def keep_epoch_5(metrics: dict, result) -> None:   # inside step 1, after its pruning epoch
-        if metrics["epoch"] == 5:
-            result.save_state(str(saved))
-
-    unbroken = train(config, epoch_end=keep_epoch_5, progress=False)
-    seen: list[int] = []
-    resumed = train(config, resume=torch.load(saved, weights_only=True), progress=False,
-                    report=lambda m: seen.append(m["epoch"]))
-    assert seen == [6, 7, 8, 9, 10]
-    for (name, a), b in zip(unbroken.model.state_dict().items(), resumed.model.state_dict().values()):
-        assert torch.equal(a, b), name
-    assert resumed.metrics["test_accuracy"] == unbroken.metrics["test_accuracy"]
+    stopped_and_resumed(chain_config(), 5, tmp_path)   # inside step 1, after its pruning epoch: epochs 6 to 10 again
 
 
 def test_without_a_chain_a_run_reports_what_it_did_before() -> None:
