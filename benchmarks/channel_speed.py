@@ -100,10 +100,13 @@ def config(args: argparse.Namespace, model: str, spec: Spec, variant: str, seed:
                        pruner=pruner if pruned else {}, epochs=spec.epochs, seed=seed, **TRAIN)
 
 
-def run_one(cfg: TrainConfig) -> tuple[dict, nn.Module]:
+def run_one(cfg: TrainConfig, save: Path | None = None) -> tuple[dict, nn.Module]:
+    """Train one variant; with `save`, keep its checkpoint there (for `weightmom export ... --int8` afterwards)."""
     epochs: list[dict] = []
     start = time.perf_counter()
     result = train(cfg, report=epochs.append, progress=False)
+    if save is not None:
+        result.save(save)
     m = result.metrics
     row = {k: m.get(k) for k in ("test_accuracy", "val_accuracy", "density", "channel_density", "params", "macs")}
     row["seconds"] = time.perf_counter() - start
@@ -221,11 +224,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", help="N (every model) or vgg16=N,resnet56=M (defaults: 2 and 1)")
     parser.add_argument("--density", help="D or vgg16=D,resnet56=E: weight and channel (defaults: 0.24 and 0.5)")
+    parser.add_argument("--width", help="W or vgg16=W,resnet56=V (defaults: 0.5 and 1)")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help="a subset of dense,weight,channel (without dense, latency's dense row is a fresh model)")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--models", default="vgg16,resnet56")
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--save-dir", dest="save_dir", type=Path,
+                        help="keep every run's checkpoint here (NAME-VARIANT-seedK.pt), to export afterwards")
     parser.add_argument("--rounds", default="200,40", help="latency rounds at batch 1 and batch 64")
     parser.add_argument("--quick", action="store_true",
                         help="digits, width 0.125, 1 epoch, 2 seeds, few rounds: a smoke check")
@@ -233,9 +239,12 @@ def main(argv: list[str] | None = None) -> int:
     args.dataset, args.data_dir = ("digits", None) if args.quick else ("cifar10", str(MINI_CIFAR.resolve()))
     specs = per_model(args.epochs, QUICK if args.quick else MODELS, "epochs", int)
     specs = per_model(args.density, specs, "density", float)
+    specs = per_model(args.width, specs, "width", float)
     seeds = 2 if args.quick and args.seeds == 3 else args.seeds
     r1, r64 = (5, 3) if args.quick else map(int, args.rounds.split(","))
     out = args.out or (Path(tempfile.gettempdir()) / "channel_speed.quick.json" if args.quick else OUT)
+    if args.save_dir:
+        args.save_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(2)   # training: this machine's 2 cores; ONNX Runtime is timed at 1 thread
 
     data = split_validation(load_dataset(args.dataset, args.data_dir), TRAIN_VAL_FRACTION, 0)
@@ -263,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         keep: dict[str, nn.Module] = {}
         for seed in range(seeds):   # seed-major, so load that drifts over the run hits every variant alike
             for variant in [v for v in VARIANTS if v in args.variants.split(",")]:
-                row, net = run_one(config(args, name, spec, variant, seed))
+                keep_at = args.save_dir / f"{name}-{variant}-seed{seed}.pt" if args.save_dir else None
+                row, net = run_one(config(args, name, spec, variant, seed), keep_at)
                 row |= {"seed": seed, "variant": variant}
                 if variant == "channel":
                     check, slim = slim_check(net, images, pixels, mean, std, shape)

@@ -17,8 +17,14 @@ Lookup, two kinds:
   knobs, each scaled to its range; a differing categorical or a param present on one side only counts 1).
   `fit_error` reports its leave-one-out error. A proposal near a good trial replays that very trial, so a
   sampler that exploits gains nothing from it: the forest is the fairer judge of samplers.
+- `knn`: a second surrogate family, to check that an order of arms is not the forest's artefact: the k nearest
+  recorded configs (k = 5, weighted by inverse distance) on the forest's features average their curves.
 The density curve is always the nearest recorded trial's (the method and density are matched exactly, so the
 density objective is exact; the schedule knobs decide the epochs before).
+
+Chains (a table recorded from a chain space, e.g. digits-wide-chain): every step end of a running chain is a
+point on the front and a trial of its own in the study (its chain's params, the step's values), as the sweeps'
+searcher adds it; MO-ASHA's rungs are the step ends, each judged on the density measured there.
 """
 
 from __future__ import annotations
@@ -81,7 +87,7 @@ def load_table(path: str, space: SearchSpace) -> Table:
     numeric, categorical = _numeric_names(space), _categorical_names(space)
     num = np.array([[_scale(space, n, row[n]) for n in numeric] for _, row in frame.iterrows()], dtype=float)
     cat = np.array([[_label(row[n]) for n in categorical] for _, row in frame.iterrows()], dtype=object)
-    keys = [tuple(_label(row[n]) for n in CELL) for _, row in frame.iterrows()]
+    keys = [tuple(_label(row.get(n)) for n in CELL) for _, row in frame.iterrows()]   # a chain has no density
     cells = {key: np.array([i for i, k in enumerate(keys) if k == key]) for key in set(keys)}
     return Table(np.stack(frame["val_accuracy_by_epoch"].map(np.asarray)),
                  np.stack(frame["density_by_epoch"].map(np.asarray)), num.reshape(len(frame), len(numeric)),
@@ -152,19 +158,35 @@ class Forest:
         return np.clip(np.mean([t.tree_.predict(rows)[0, :, 0] for t in self.model.estimators_], axis=0), 0, 1)
 
 
-def load_forest(path: str, table: Table) -> Forest:
-    return Forest(table, _recorded_configs(table, pd.read_parquet(path)))
+class Neighbours:
+    """The second surrogate family: the k nearest recorded configs' curves, weighted by inverse distance."""
+
+    def __init__(self, table: Table, configs: list[dict], k: int = 5) -> None:
+        from sklearn.neighbors import KNeighborsRegressor
+        x = np.stack([features(table, c) for c in configs])
+        self.model = KNeighborsRegressor(min(k, len(x)), weights="distance").fit(x, table.accuracy)
+
+    def accuracy(self, x: np.ndarray) -> np.ndarray:
+        return np.clip(self.model.predict(x.reshape(1, -1))[0], 0, 1)
 
 
-def forest_fit_error(table: Table, frame: pd.DataFrame, folds: int = 10) -> dict:
-    """k-fold cross-validation of the forest: error of the final val accuracy on the held-out trials."""
+SURROGATES = {"forest": Forest, "knn": Neighbours}
+
+
+def load_forest(path: str, table: Table, kind: str = "forest") -> Forest | Neighbours:
+    """The surrogate `kind` (a key of SURROGATES) fitted on the table at `path`."""
+    return SURROGATES[kind](table, _recorded_configs(table, pd.read_parquet(path)))
+
+
+def forest_fit_error(table: Table, frame: pd.DataFrame, folds: int = 10, kind: str = "forest") -> dict:
+    """k-fold cross-validation of a surrogate: error of the final val accuracy on the held-out trials."""
     configs, order = _recorded_configs(table, frame), np.random.default_rng(0).permutation(len(frame))
     errors = np.zeros(len(frame))
     for held in np.array_split(order, folds):
         kept = np.setdiff1d(order, held)
         part = Table(table.accuracy[kept], table.density[kept], table.numeric[kept], table.categorical[kept], {},
                      table.space)
-        forest = Forest(part, [configs[i] for i in kept])
+        forest = SURROGATES[kind](part, [configs[i] for i in kept])
         for i in held:
             errors[i] = abs(forest.accuracy(features(table, configs[i]))[-1] - table.accuracy[i, -1])
     spread = np.abs(table.accuracy[:, -1] - np.median(table.accuracy[:, -1])).mean()
@@ -214,19 +236,32 @@ def _start(study: optuna.Study, table: Table, forest: Forest | None) -> Running:
     return Running(trial, accuracy, table.density[row], float(trial.params.get("density", table.density[row, -1])))
 
 
-def _step(job: Running, table: Table, study: optuna.Study, rungs: Rungs | None, objectives: int) -> bool | None:
-    """One epoch of `job`: True when it completed, False when the scheduler stopped it, None to go on."""
+def step_ends(table: Table) -> tuple[int, ...]:
+    """The epochs that end a chain's steps before its last (none for a table of plain trials)."""
+    plan = table.space.chain_plan
+    return tuple(plan.step_end(k) for k in range(len(plan.densities) - 1)) if plan else ()
+
+
+def _step(job: Running, table: Table, study: optuna.Study, rungs: Rungs | None, objectives: int,
+          ends: tuple[int, ...] = ()) -> tuple[bool | None, list[tuple[float, float]]]:
+    """One epoch of `job`: (True when it completed, False when the scheduler stopped it, None to go on; the front
+    points it made: its final one, or a chain's step end)."""
     job.epoch += 1
-    accuracy, density = job.accuracy[job.epoch - 1], job.density[job.epoch - 1]
+    accuracy, density = float(job.accuracy[job.epoch - 1]), float(job.density[job.epoch - 1])
     if job.epoch == table.epochs:
-        study.tell(job.trial, [float(accuracy), float(density)])
-        return True
-    point = (float(accuracy), -job.target)[:objectives]
+        study.tell(job.trial, [accuracy, density])
+        return True, [(accuracy, density)]
+    made = []
+    if job.epoch in ends:   # a chain's step: a point, and a trial of its own for the sampler (as the searcher does)
+        study.add_trial(optuna.trial.create_trial(params=job.trial.params, distributions=job.trial.distributions,
+                                                  values=[accuracy, density]))
+        made.append((accuracy, density))
+    point = (accuracy, -(density if ends else job.target))[:objectives]
     if rungs is not None and not rungs.on_result(str(job.trial.number), job.epoch, point):
-        job.trial.set_user_attr(LAST_RESULT, [job.epoch, float(accuracy)])   # for samplers that learn from it
+        job.trial.set_user_attr(LAST_RESULT, [job.epoch, accuracy])   # for samplers that learn from it
         study.tell(job.trial, state=optuna.trial.TrialState.PRUNED)
-        return False
-    return None
+        return False, made
+    return None, made
 
 
 def simulate(table: Table, arm: Arm, seed: int, horizon: int, workers: int = 2, forest: Forest | None = None,
@@ -238,9 +273,10 @@ def simulate(table: Table, arm: Arm, seed: int, horizon: int, workers: int = 2, 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     study = optuna.create_study(directions=["maximize", "minimize"],
                                 sampler=study_sampler or sampler(arm.sampler, seed))
+    ends = step_ends(table)
     if rungs is None and arm.scheduler != "fifo":
         rungs = Rungs(arm.grace_period, table.epochs, arm.reduction_factor,
-                      promotion="undominated" if arm.scheduler == "undominated" else "top")
+                      promotion="undominated" if arm.scheduler == "undominated" else "top", at=ends)
     start = start or _start
     objectives = 1 if arm.scheduler == "asha" else 2
     curve, points, spent, value = np.zeros(horizon), [], 0, 0.0
@@ -248,9 +284,9 @@ def simulate(table: Table, arm: Arm, seed: int, horizon: int, workers: int = 2, 
     while spent < horizon:
         for w in range(workers):   # every worker trains one epoch per tick: jobs finish asynchronously
             jobs[w] = jobs[w] or start(study, table, forest)
-            outcome = _step(jobs[w], table, study, rungs, objectives)
-            if outcome is True:
-                points.append((float(jobs[w].accuracy[-1]), float(jobs[w].density[-1])))
+            outcome, made = _step(jobs[w], table, study, rungs, objectives, ends)
+            if made:
+                points += made
                 value = accuracy_density_hypervolume(points, CHANCE)
             if outcome is not None:
                 jobs[w] = None

@@ -24,6 +24,14 @@ median final hypervolume; 1.0 when not within the budget), each with a bootstrap
     python benchmarks/search_quality.py replay --table benchmarks/data/digits-wide.parquet --repeats 100 \
         --json benchmarks/data/digits-wide-replay.json --plot docs/img/search-anytime-digits-wide.png
 
+Beside them: the share of repeats that reach the target by each quarter of the budget, and the expected running
+time (ERT: all compute spent, a failed repeat's whole budget included, over the successes). --challenger-table
+replays arms of a second table (a chain space's) against the same target, named chain:<arm>:
+
+    python benchmarks/search_quality.py replay --table benchmarks/data/digits-wide.parquet --samplers random frontier \
+        --challenger-table benchmarks/data/digits-wide-chain.parquet --challenger-arms tpe+undominated random+fifo \
+        --json benchmarks/data/digits-wide-chain-replay.json      # --lookup knn: the second surrogate family
+
 Proxy mode: the samplers on NAS-Bench-201 (benchmarks/proxy.py), accuracy up and model size down, in trials.
 """
 
@@ -178,20 +186,32 @@ _TABLES: dict[tuple, tuple] = {}   # per worker process: each table is read (and
 
 
 def _one(job: tuple) -> tuple[str, int, np.ndarray]:
-    table_path, space_name, lookup, arm, seed, horizon, workers = job
+    label, table_path, space_name, lookup, arm, seed, horizon, workers = job
     if (table_path, space_name, lookup) not in _TABLES:
         table = replay.load_table(table_path, load_space(space_name))
-        forest = replay.load_forest(table_path, table) if lookup == "forest" else None
+        forest = replay.load_forest(table_path, table, lookup) if lookup != "nearest" else None
         _TABLES[table_path, space_name, lookup] = table, forest
     table, forest = _TABLES[table_path, space_name, lookup]
-    return arm.name, seed, replay.simulate(table, arm, seed, horizon, workers, forest)
+    return label, seed, replay.simulate(table, arm, seed, horizon, workers, forest)
+
+
+def _arm(text: str, space_name: str) -> replay.Arm:
+    """`sampler+scheduler` at the space's own grace period and reduction factor."""
+    sampler, scheduler = text.split("+")
+    stopping = load_space(space_name).early_stopping
+    return replay.Arm(sampler, scheduler, stopping.grace_period, stopping.reduction_factor)
 
 
 def replay_curves(args: argparse.Namespace, space_name: str, horizon: int) -> dict[str, np.ndarray]:
     arms = [replay.Arm(s, c, args.grace_period, args.reduction_factor) for s in args.samplers for c in SCHEDULERS]
-    jobs = [(str(args.table), space_name, args.lookup, arm, seed, horizon, args.workers)
+    jobs = [(arm.name, str(args.table), space_name, args.lookup, arm, seed, horizon, args.workers)
             for seed in range(args.repeats) for arm in arms]
-    curves: dict[str, list] = {arm.name: [] for arm in arms}
+    if args.challenger_table:   # a second table's arms (a chain space's), against the same target
+        other = args.challenger_space or args.challenger_table.stem
+        arms_there = [_arm(a, other) for a in args.challenger_arms]
+        jobs += [(f"chain:{arm.name}", str(args.challenger_table), other, args.lookup, arm, seed, horizon,
+                  args.workers) for seed in range(args.repeats) for arm in arms_there]
+    curves: dict[str, list] = {job[0]: [] for job in jobs}
     deadline = time.monotonic() + args.deadline_s if args.deadline_s else math.inf
     with multiprocessing.get_context("spawn").Pool(args.procs) as pool:
         for name, _, curve in pool.imap_unordered(_one, jobs, chunksize=1):
@@ -213,10 +233,18 @@ def replay_summary(curves: dict[str, np.ndarray], budget: int) -> dict:
         reached = c[:, :budget] >= target - 1e-12
         # The epoch at which the front first reaches the target, over the budget; 1.0: not within it.
         when = np.where(reached.any(axis=1), (reached.argmax(axis=1) + 1) / budget, 1.0)
+        successes = int(reached.any(axis=1).sum())
         arms[name] = {"hv_median": float(np.median(final)), "hv_ci": bootstrap_median(final, rng),
                       "time_to_target": float(np.median(when)), "time_to_target_ci": bootstrap_median(when, rng),
-                      "reached": int(reached.any(axis=1).sum()), "repeats": len(c)}
+                      "reached": successes, "repeats": len(c),
+                      "reached_by": {f"{q:g}": float((when <= q + 1e-12).mean() if q < 1 else successes / len(c))
+                                     for q in SHARES},
+                      # Expected running time: all compute spent (a failure's whole budget) over the successes.
+                      "ert": float(when.sum() / successes) if successes else math.inf}
     return {"target_hv": target, "budget_epochs": budget, "arms": arms}
+
+
+SHARES = (0.25, 0.5, 0.75, 1.0)   # budget fractions at which the share of repeats that reached the target is given
 
 
 def anytime_plot(curves: dict[str, np.ndarray], budget: int, path: Path) -> None:
@@ -252,8 +280,13 @@ def replay_main(argv: list[str]) -> int:
     parser.add_argument("--plot", type=Path, help="anytime plot (PNG): median and 95%% band per arm")
     parser.add_argument("--samplers", nargs="+", default=list(REPLAY_SAMPLERS),
                         choices=[*REPLAY_SAMPLERS, *GP_SAMPLERS])
-    parser.add_argument("--lookup", choices=["forest", "nearest"], default="forest",
-                        help="a fitted surrogate (default) or the nearest recorded trial (benchmarks/replay.py)")
+    parser.add_argument("--lookup", choices=["forest", "knn", "nearest"], default="forest",
+                        help="extra trees (default), k nearest neighbours, or the nearest recorded trial "
+                             "(benchmarks/replay.py)")
+    parser.add_argument("--challenger-table", type=Path, help="a second table (e.g. a chain space's), same target")
+    parser.add_argument("--challenger-space", help="its search space (default: the file's stem)")
+    parser.add_argument("--challenger-arms", nargs="+", default=["tpe+undominated", "random+fifo"],
+                        help="sampler+scheduler arms replayed on --challenger-table")
     parser.add_argument("--workers", type=int, default=2, help="asynchronous workers of the replayed sweep")
     parser.add_argument("--procs", type=int, default=2, help="processes replaying (the machine's cores)")
     parser.add_argument("--deadline-s", type=float, help="stop after this long with the repeats every arm has")
@@ -261,9 +294,10 @@ def replay_main(argv: list[str]) -> int:
     parser.add_argument("--reduction-factor", type=float, help="default: the space's")
     args = parser.parse_args(argv)
     check_installed(args.samplers)
-    if not args.table.is_file():
-        print(f"error: no such table: {args.table}", file=sys.stderr)
-        return 2
+    for table in (args.table, args.challenger_table):
+        if table is not None and not table.is_file():
+            print(f"error: no such table: {table}", file=sys.stderr)
+            return 2
     space = load_space(args.space or args.table.stem)
     args.grace_period = args.grace_period or space.early_stopping.grace_period
     args.reduction_factor = args.reduction_factor or space.early_stopping.reduction_factor
@@ -330,9 +364,11 @@ def check_installed(samplers: list[str]) -> None:
 
 def print_summary(summary: dict) -> None:
     for name, a in sorted(summary["arms"].items(), key=lambda kv: kv[1]["time_to_target"]):
+        shares = " ".join(f"{100 * v:.0f}%" for v in a["reached_by"].values())
         print(f"{name:14} hv {a['hv_median']:.4f} [{a['hv_ci'][0]:.4f}, {a['hv_ci'][1]:.4f}]  time_to_target "
               f"{a['time_to_target']:.3f} [{a['time_to_target_ci'][0]:.3f}, {a['time_to_target_ci'][1]:.3f}]  "
-              f"reached {a['reached']}/{a['repeats']}")
+              f"reached {a['reached']}/{a['repeats']} (by {'/'.join(f'{q:g}' for q in SHARES)} B: {shares})  "
+              f"ERT {a['ert']:.3f}")
     print(f"target (random+fifo median hv at {summary['budget_epochs']}): {summary['target_hv']:.4f}; "
           f"{summary['wall_s']} s")
 

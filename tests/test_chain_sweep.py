@@ -13,9 +13,10 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from sweeps.execution.reconcile import reconcile
 from sweeps.records.folder import STEPS
-from sweeps.records.results import ResultsTable, read_table, sweep_points, sweep_rows
-from sweeps.records.state import load_state
+from sweeps.records.results import ResultsTable, read_table, sweep_points, sweep_rows, write_rows
+from sweeps.records.state import load_state, load_sweep_space
 from sweeps.search.schedulers import make_scheduler
 from sweeps.search.searcher import CHAIN_OF, CHAIN_STEP, RAY_TRIAL_ID
 from sweeps.space.search_space import load_space
@@ -130,6 +131,16 @@ def test_every_step_of_a_chain_is_a_point_in_the_books_the_study_and_mlflow(tmp_
                             "--json", str(tmp_path / "again.json")], capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
     assert json.loads((tmp_path / "again.json").read_text())["val_accuracy"] == chosen["val_accuracy"]
+
+    # A step the study holds with no row (a driver killed between the searcher's tell and the recorder's row)
+    # gets its row back when the books reconcile, from the trial's Ray record: metrics and checkpoint alike.
+    lost = steps[0]
+    write_rows(out / STEPS, [s for s in steps if s["trial_id"] != lost["trial_id"]])
+    books = reconcile(load_sweep_space(out), load_state(out), out)
+    assert books.steps == [lost["trial_id"]] and "1 chain steps' rows rebuilt" in books.message()
+    back = next(s for s in read_table(out / STEPS) if s["trial_id"] == lost["trial_id"])
+    assert {k: back.get(k) for k in lost if k != "finished_at"} == {k: v for k, v in lost.items() if k != "finished_at"}
+    assert reconcile(load_sweep_space(out), load_state(out), out).steps == []   # once
 
 
 @pytest.mark.slow

@@ -14,8 +14,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import replay  # noqa: E402
 
 
-def make_table(path: Path, trials: int = 30) -> pd.DataFrame:
-    space = load_space("digits-wide")
+def make_table(path: Path, trials: int = 30, space_name: str = "digits-wide") -> pd.DataFrame:
+    """A table of `trials` random configs; for a chain space, the density walks its grid step by step."""
+    space = load_space(space_name)
+    plan = space.chain_plan
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
     rows = []
     for i in range(trials):
@@ -23,7 +25,8 @@ def make_table(path: Path, trials: int = 30) -> pd.DataFrame:
         space.define_by_run(trial)
         final = 0.1 + 0.85 * (i % 7) / 6
         curve = list(np.linspace(0.1, final, space.epochs))
-        density = [float(trial.params["density"])] * space.epochs
+        density = ([plan.densities[plan.step_of(e)] for e in range(1, space.epochs + 1)] if plan else
+                   [float(trial.params["density"])] * space.epochs)
         rows.append({**{n: trial.params.get(n) for n in space.params}, "epochs": space.epochs,
                      "val_accuracy_by_epoch": curve, "density_by_epoch": density})
     frame = pd.DataFrame(rows)
@@ -60,6 +63,66 @@ def test_the_forest_predicts_whole_curves_and_reports_its_cross_validated_error(
     assert error["trials"] == 60 and 0 <= error["mae"] < error["mae_of_median_predictor"] + 0.2
     assert np.all(np.diff(replay.simulate(table, replay.Arm("random", "moasha", 1), seed=2, horizon=60,
                                           forest=forest)) >= 0)
+
+
+def test_a_chain_makes_a_point_and_a_study_trial_at_every_step_end(tmp_path):
+    make_table(tmp_path / "c.parquet", space_name="digits-wide-chain")
+    table = replay.load_table(str(tmp_path / "c.parquet"), load_space("digits-wide-chain"))
+    ends = replay.step_ends(table)
+    assert ends == (9, 12, 15, 18, 21, 24) and table.epochs == 27
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    job = replay._start(study, table, None)
+    made = [replay._step(job, table, study, None, 2, ends) for _ in range(table.epochs)]
+    assert [m[0] for m in made] == [None] * 26 + [True]
+    points = [p for _, found in made for p in found]
+    assert [d for _, d in points] == list(table.space.chain_plan.densities)   # one point per grid density
+    assert len(study.trials) == 7 and all(t.params == job.trial.params for t in study.trials)
+    # Fifo spends exactly the budget; chains fill the front faster than their trial count alone would.
+    curve = replay.simulate(table, replay.Arm("random", "fifo"), seed=1, horizon=54)
+    # The first chain completes at the 53rd epoch spent (2 workers); its steps were on the front before that.
+    assert len(curve) == 54 and np.all(np.diff(curve) >= 0) and curve[51] > 0
+
+
+def test_mo_asha_stops_chains_only_at_their_step_ends(tmp_path):
+    make_table(tmp_path / "c.parquet", space_name="digits-wide-chain")
+    table = replay.load_table(str(tmp_path / "c.parquet"), load_space("digits-wide-chain"))
+    stopped_at = []
+    original = replay._step
+
+    def spy(job, *args):
+        outcome, made = original(job, *args)
+        if outcome is False:
+            stopped_at.append(job.epoch)
+        return outcome, made
+    replay._step = spy
+    try:
+        replay.simulate(table, replay.Arm("random", "undominated", 1), seed=0, horizon=27 * 12)
+    finally:
+        replay._step = original
+    assert stopped_at and set(stopped_at) <= set(replay.step_ends(table))
+
+
+def test_the_knn_surrogate_is_a_second_family_with_its_own_error(tmp_path):
+    frame = make_table(tmp_path / "t.parquet", trials=60)
+    table = replay.load_table(str(tmp_path / "t.parquet"), load_space("digits-wide"))
+    knn = replay.load_forest(str(tmp_path / "t.parquet"), table, "knn")
+    config = {n: frame.iloc[3][n] for n in table.space.params if frame.iloc[3][n] == frame.iloc[3][n]}
+    assert np.allclose(knn.accuracy(replay.features(table, config)), table.accuracy[3])   # a recorded config: itself
+    error = replay.forest_fit_error(table, frame, folds=5, kind="knn")
+    assert error["trials"] == 60 and error["mae"] >= 0
+
+
+def test_the_summary_gives_shares_by_budget_and_the_expected_running_time():
+    import search_quality
+
+    budget = 4
+    curves = {"random+fifo": np.array([[0, 0, 0, 1.0], [0, 0, 0, 0.0]]),   # the target: median 0.5 at the budget
+              "fast": np.array([[1.0, 1, 1, 1], [0, 1.0, 1, 1]]), "never": np.zeros((2, 4))}
+    arms = search_quality.replay_summary(curves, budget)["arms"]
+    assert arms["fast"]["reached_by"] == {"0.25": 0.5, "0.5": 1.0, "0.75": 1.0, "1": 1.0}
+    assert arms["fast"]["ert"] == (0.25 + 0.5) / 2
+    assert arms["random+fifo"]["ert"] == (1.0 + 1.0) / 1   # the failure's whole budget counts
+    assert arms["never"]["reached"] == 0 and arms["never"]["ert"] == float("inf")
 
 
 def test_the_proxy_reads_nas_bench_201_and_its_front_only_grows():

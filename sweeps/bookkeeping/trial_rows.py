@@ -64,7 +64,13 @@ def trial_row(trial_id: str, trial, state: str, run_id: str | None, error: str |
 def step_row(trial_id: str, trial, result: dict, checkpoint_path: str, run_id: str | None) -> dict:
     """A chain step's row (but the last's, which is the trial's own): a front point with the step's model, and a
     config that trains exactly to it (the chain cut after the step)."""
-    step, config = result["chain_step"], trial_params(trial.config)
+    return chain_step_row(trial_id, trial_params(trial.config), result, checkpoint_path, run_id)
+
+
+def chain_step_row(trial_id: str, config: dict, result: dict, checkpoint_path: str | None,
+                   run_id: str | None) -> dict:
+    """The row of the step `result` ends, of the chain `trial_id` that trains with `config`."""
+    step = result["chain_step"]
     config = {**config, "chain": list(config["chain"])[:step]}
     return _row(step_id(trial_id, step), trial_id, config, result, "COMPLETE", run_id, checkpoint_path, None)
 

@@ -34,6 +34,7 @@ import torch
 from ray.train._internal.storage import get_fs_and_path
 
 from sweeps.execution.reconcile import SETTLED, load_study, reconcile, row_from_study  # noqa: F401
+from sweeps.execution.storage import sweep_experiments
 from sweeps.execution.trial import TRAINING_STATE_FILE
 from sweeps.records.folder import MLFLOW_PENDING, TRIALS
 from sweeps.records.mlflow_client import ResilientClient
@@ -159,8 +160,7 @@ def last_checkpoint(state: SweepState, trial: optuna.trial.FrozenTrial, up_to_ep
     worker left half-uploaded does not load and is skipped.
     """
     fs, root = get_fs_and_path(state.storage)
-    base = re.fullmatch(r"(.*?)(-r\d+)?", state.ray_experiment).group(1)
-    experiments = sorted(n for n in _names(fs, root) if n == base or n.startswith(f"{base}-r"))
+    experiments = sweep_experiments(_names(fs, root), state.ray_experiment)
     candidates = []
     for ray_id in dict.fromkeys(filter(None, (trial.user_attrs.get(RAY_TRIAL_LATEST),
                                               trial.user_attrs.get(RAY_TRIAL_ID)))):

@@ -9,6 +9,7 @@ says so before the first trial.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -71,3 +72,14 @@ def default_storage(out: Path) -> str:
 def ensure_local(storage: str) -> None:
     if not is_remote_uri(storage):
         os.makedirs(storage, exist_ok=True)
+
+
+def experiment_base(name: str) -> str:
+    """A sweep's first Ray experiment: recovery names the later ones <base>-r1, <base>-r2, ..."""
+    return re.fullmatch(r"(.*?)(-r\d+)?", name).group(1)
+
+
+def sweep_experiments(names: list[str], current: str) -> list[str]:
+    """Of the folders `names` under a sweep's storage, its own Ray experiments, the first first."""
+    base = experiment_base(current)
+    return sorted(n for n in names if n == base or n.startswith(f"{base}-r"))
