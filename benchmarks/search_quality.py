@@ -220,6 +220,8 @@ def replay_curves(args: argparse.Namespace, space_name: str, horizon: int) -> di
                 pool.terminate()
                 break
     done = min(len(c) for c in curves.values())
+    if done == 0:
+        raise UsageError(f"no arm finished a repeat within --deadline-s {args.deadline_s:g}: give it longer")
     return {name: np.stack(c[:done]) for name, c in curves.items()}
 
 
