@@ -18,7 +18,7 @@ demo: $(BIN)/weightmom
 	$(BIN)/weightmom sweep digits-quick --trials 8 --out runs/demo
 
 # Two pytest-xdist workers by default: the slow tests wait on Ray, MLflow and subprocesses for much of their
-# time, so two at a time fill a 2-core machine (16 to 18 minutes of tests from a clean clone: 17 min 45 s at 7933de0).
+# time, so two at a time fill a 2-core machine (16 to 19 minutes of tests from a clean clone: 17 min 45 s at 7933de0, 18 min 23 s at 923b9c5).
 # TEST_WORKERS=0: one process.
 # worksteal: a worker that runs out takes queued tests from the other.
 TEST_WORKERS ?= 2
